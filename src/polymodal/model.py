@@ -1,0 +1,207 @@
+"""MultimodalModel: one encoder per modality + a projection to a shared width + a fusion + a task head.
+
+A saved model directory holds ``config.json`` + ``model.safetensors`` (+ ``hf/<modality>/`` with the
+Hugging Face config and tokenizer / feature extractor of HF-backed encoders) and reloads with no other file
+and no network access.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__
+from .config import ModelConfig, config_to_dict, from_dict
+from .heads import ClassificationHead, classification_loss
+from .registry import FUSIONS
+from .types import Batch, FusedOutput, ModalityOutput, ModelOutput
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+HF_DIR = "hf"
+
+
+class MultimodalModel(nn.Module):
+    def __init__(self, config: ModelConfig, load_pretrained_weights: bool = True):
+        super().__init__()
+        from .encoders import build_encoder  # local import: encoders import heavy HF modules lazily
+
+        if not config.modalities:
+            raise ValueError("model.modalities is empty: name at least one modality (e.g. image: {kind: image})")
+        if not config.head.labels:
+            raise ValueError("model.head.labels is empty: the classifier needs its label names")
+        self.config = config
+        self.modality_names = list(config.modalities)
+        self.encoders = nn.ModuleDict(
+            {name: build_encoder(mcfg, load_weights=load_pretrained_weights) for name, mcfg in config.modalities.items()}
+        )
+        for name, mcfg in config.modalities.items():
+            if mcfg.freeze:
+                self.encoders[name].freeze()
+        dim = config.fusion.dim
+        self.projections = nn.ModuleDict(
+            {name: nn.Linear(encoder.output_dim, dim) for name, encoder in self.encoders.items()}
+        )
+        head_cfg = config.head
+        self.task = head_cfg.task
+        self.labels = list(head_cfg.labels)
+        num_labels = len(self.labels)
+        self.late = config.fusion.name == "late"
+        if self.late:
+            # Late fusion: one head per modality; logits are averaged over the modalities a sample has.
+            self.fusion = None
+            self.heads = nn.ModuleDict(
+                {
+                    name: ClassificationHead(dim, num_labels, head_cfg.task, head_cfg.hidden, head_cfg.dropout)
+                    for name in self.modality_names
+                }
+            )
+        else:
+            self.fusion = FUSIONS.build(
+                config.fusion.name, modalities=self.modality_names, dim=dim, **config.fusion.options
+            )
+            self.head = ClassificationHead(
+                self.fusion.output_dim, num_labels, head_cfg.task, head_cfg.hidden, head_cfg.dropout
+            )
+        self._processors: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------------------------------ forward
+
+    def encode(self, batch: Batch) -> dict[str, ModalityOutput]:
+        """Encode every modality present in the batch and project it to the fusion width."""
+        outputs = {}
+        for name in self.modality_names:
+            if name not in batch.inputs:
+                continue
+            raw = self.encoders[name](batch.inputs[name], batch.present[name])
+            proj = self.projections[name]
+            present = raw.present.unsqueeze(-1).to(raw.pooled.dtype)
+            outputs[name] = ModalityOutput(
+                tokens=proj(raw.tokens), mask=raw.mask, pooled=proj(raw.pooled) * present, present=raw.present
+            )
+        return outputs
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        outputs = self.encode(batch)
+        if not outputs:
+            raise ValueError(f"batch has none of the model's modalities {self.modality_names}")
+        if self.late:
+            logits, fused = self._late_logits(outputs), None
+        else:
+            fused = self.fusion(outputs)
+            logits = self.head(fused.pooled)
+        loss = None if batch.labels is None else classification_loss(logits, batch.labels, self.task)
+        return ModelOutput(logits=logits, loss=loss, fused=fused, modality_outputs=outputs)
+
+    def _late_logits(self, outputs: dict[str, ModalityOutput]) -> torch.Tensor:
+        total, count = 0.0, 0.0
+        for name, out in outputs.items():
+            weight = out.present.unsqueeze(-1).to(out.pooled.dtype)
+            total = total + self.heads[name](out.pooled) * weight
+            count = count + weight
+        return total / torch.as_tensor(count).clamp_min(1.0)
+
+    # ------------------------------------------------------------------------------------------ processors
+
+    @property
+    def processors(self) -> dict[str, Any]:
+        """Per-modality processors that turn raw inputs into this model's Batch tensors."""
+        if self._processors is None:
+            from .data import build_processor
+
+            self._processors = {name: build_processor(mcfg) for name, mcfg in self.config.modalities.items()}
+        return self._processors
+
+    # ------------------------------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors (+ hf/<modality>/ for HF encoders) atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = dataclasses.replace(self.config, modalities=dict(self.config.modalities))
+        for name, mcfg in self.config.modalities.items():
+            encoder = self.encoders[name]
+            if hasattr(encoder, "save_hf_artifacts"):
+                hf_dir = directory / HF_DIR / name
+                encoder.save_hf_artifacts(hf_dir)
+                processor = self.processors.get(name)
+                if processor is not None and hasattr(processor, "save_pretrained"):
+                    processor.save_pretrained(hf_dir)
+                config.modalities[name] = dataclasses.replace(mcfg, pretrained=f"{HF_DIR}/{name}")
+        payload = {"polymodal_version": __version__, "architecture": "MultimodalModel", "model": config_to_dict(config)}
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2))
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        atomic_save_safetensors(state, directory / WEIGHTS_NAME)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> MultimodalModel:
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.exists():
+                raise FileNotFoundError(f"{path} not found: is {directory} a polymodal model directory?")
+        payload = json.loads(config_path.read_text())
+        config = from_dict(ModelConfig, payload["model"], "model")
+        for name, mcfg in config.modalities.items():
+            if mcfg.pretrained and mcfg.pretrained.startswith(f"{HF_DIR}/"):
+                config.modalities[name] = dataclasses.replace(mcfg, pretrained=str(directory / mcfg.pretrained))
+        model = cls(config, load_pretrained_weights=False)
+        state = load_file(str(weights_path), device=map_location)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{weights_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        model.eval()
+        return model
+
+    # ------------------------------------------------------------------------------------------ accounting
+
+    def parameter_counts(self) -> dict[str, int | float]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"total": total, "trainable": trainable, "trainable_share": trainable / max(total, 1)}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same directory, then rename: a crash never leaves a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # safetensors refuses tensors that share memory; clone those so tied weights save cleanly.
+        seen: dict[int, str] = {}
+        clean = {}
+        for key, tensor in state.items():
+            ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
+            clean[key] = tensor.clone() if ptr in seen and ptr != -1 else tensor
+            seen.setdefault(ptr, key)
+        save_file(clean, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["MultimodalModel", "FusedOutput", "atomic_write_text", "atomic_save_safetensors"]
