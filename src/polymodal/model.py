@@ -72,6 +72,9 @@ class MultimodalModel(nn.Module):
                 self.fusion.output_dim, num_labels, head_cfg.task, head_cfg.hidden, head_cfg.dropout
             )
         self._processors: dict[str, Any] | None = None
+        # The data section the model was trained with (plain dict), saved alongside so `polymodal eval MODEL_DIR`
+        # can default to the same data set's test split.
+        self.data_config: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------------------ forward
 
@@ -137,6 +140,8 @@ class MultimodalModel(nn.Module):
                     processor.save_pretrained(hf_dir)
                 config.modalities[name] = dataclasses.replace(mcfg, pretrained=f"{HF_DIR}/{name}")
         payload = {"polymodal_version": __version__, "architecture": "MultimodalModel", "model": config_to_dict(config)}
+        if self.data_config is not None:
+            payload["data"] = self.data_config
         atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2))
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         atomic_save_safetensors(state, directory / WEIGHTS_NAME)
@@ -161,6 +166,7 @@ class MultimodalModel(nn.Module):
             raise ValueError(
                 f"{weights_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
+        model.data_config = payload.get("data")
         model.eval()
         return model
 

@@ -1,0 +1,128 @@
+"""The classification recipe, top to bottom: config → data → model → Trainer → best model → test metrics.
+
+Used by ``polymodal train`` / ``eval`` and by the demo; readable as the reference for doing it by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, config_to_dict
+from .model import MultimodalModel, atomic_write_text
+
+
+def build_processors(config: Config) -> dict[str, Any]:
+    from .data import build_processor
+
+    return {name: build_processor(mcfg) for name, mcfg in config.model.modalities.items()}
+
+
+def prepare(config: Config, splits: tuple[str, ...] = ("train", "val", "test")):
+    """Processors, data loaders and the label list for a config (labels come from the data when not given)."""
+    from .data import build_dataloaders
+
+    processors = build_processors(config)
+    loaders, labels = build_dataloaders(config, processors, splits=splits)
+    if not config.model.head.labels:
+        config.model.head = dataclasses.replace(config.model.head, labels=list(labels))
+    return processors, loaders, list(config.model.head.labels)
+
+
+def evaluate_model(model: MultimodalModel, loader, device: str = "cpu") -> dict[str, Any]:
+    """Full classification report (accuracy, per-class P/R/F1, averages, confusion matrix, ROC-AUC) + loss."""
+    from .evaluation.classification import classification_report, predict_loader
+
+    model = model.to(device).eval()
+    y_true, probs, ids = predict_loader(model, loader, device)
+    report = classification_report(y_true, probs, model.labels, model.task)
+    report["num_samples"] = len(ids)
+    return report
+
+
+def train(
+    config: Config,
+    resume: bool = False,
+    run_dir: str | Path | None = None,
+    verbose: bool = True,
+    prepared: tuple[dict[str, Any], dict[str, Any], list[str]] | None = None,
+) -> dict[str, Any]:
+    """Train per ``config``; write the run directory; return a summary with test metrics.
+
+    ``prepared`` (the result of :func:`prepare`) lets several runs share processed data; a model ignores batch
+    modalities it has no encoder for, so one set of loaders serves unimodal and fused models alike.
+    """
+    from .training import Trainer, seed_everything
+
+    run_dir = Path(run_dir or config.train.out_dir)
+    seed_everything(config.train.seed)
+    processors, loaders, labels = prepared if prepared is not None else prepare(config)
+    if not config.model.head.labels:
+        config.model.head = dataclasses.replace(config.model.head, labels=list(labels))
+    processors = {name: processors[name] for name in config.model.modalities}
+    model = MultimodalModel(config.model)
+    model._processors = processors  # the same processors go into the saved model directory
+    model.data_config = config_to_dict(config.data)
+    finetune_summary = _apply_finetune(model, config)
+    counts = model.parameter_counts()
+    if verbose:
+        print(
+            f"model: {', '.join(config.model.modalities)} → {config.model.fusion.name} → {len(labels)} labels | "
+            f"params {counts['total']:,} total, {counts['trainable']:,} trainable ({counts['trainable_share']:.1%})"
+        )
+    trainer = Trainer(
+        model,
+        config.train,
+        loaders["train"],
+        val_loader=loaders.get("val"),
+        run_dir=run_dir,
+        config=config,
+    )
+    started = time.perf_counter()
+    fit = trainer.fit(resume=resume)
+    train_seconds = time.perf_counter() - started
+    best_dir = run_dir / "best"
+    best = MultimodalModel.from_pretrained(best_dir) if (best_dir / "model.safetensors").exists() else model
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "model_dir": str(best_dir),
+        "fit": _jsonable(fit),
+        "train_seconds": train_seconds,
+        "parameters": counts,
+        "finetune": finetune_summary,
+        "config": config_to_dict(config),
+    }
+    if "test" in loaders and loaders["test"] is not None:
+        summary["test"] = evaluate_model(best, loaders["test"], device=trainer.device if hasattr(trainer, "device") else "cpu")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(_jsonable(summary), indent=2))
+    return summary
+
+
+def _apply_finetune(model: MultimodalModel, config: Config) -> dict[str, Any] | None:
+    finetune = getattr(config, "finetune", None)
+    if finetune is None:
+        return None
+    from .training.finetune import apply_finetune
+
+    return _jsonable(apply_finetune(model, finetune))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if dataclasses.is_dataclass(value):
+        return _jsonable(dataclasses.asdict(value))
+    return value
