@@ -75,16 +75,30 @@ class MultimodalModel(nn.Module):
         # The data section the model was trained with (plain dict), saved alongside so `polymodal eval MODEL_DIR`
         # can default to the same data set's test split.
         self.data_config: dict[str, Any] | None = None
+        # The finetune section applied by training.finetune.apply_finetune (plain dict), saved in config.json so
+        # from_pretrained rebuilds injected adapters / prompts before loading the state dict.
+        self.finetune: dict[str, Any] | None = None
+        # The directory from_pretrained loaded this model from (the base an adapter save refers to).
+        self.pretrained_dir: str | None = None
 
     # ------------------------------------------------------------------------------------------ forward
 
     def encode(self, batch: Batch) -> dict[str, ModalityOutput]:
         """Encode every modality present in the batch and project it to the fusion width."""
+        return self.project(self.encode_raw(batch))
+
+    def encode_raw(self, batch: Batch) -> dict[str, ModalityOutput]:
+        """Encoder outputs before projection (tokens [B, N, D_enc]) — what a feature cache stores."""
+        return {
+            name: self.encoders[name](batch.inputs[name], batch.present[name])
+            for name in self.modality_names
+            if name in batch.inputs
+        }
+
+    def project(self, raw_outputs: dict[str, ModalityOutput]) -> dict[str, ModalityOutput]:
+        """Project encoder outputs [B, N, D_enc] to the fusion width [B, N, D]."""
         outputs = {}
-        for name in self.modality_names:
-            if name not in batch.inputs:
-                continue
-            raw = self.encoders[name](batch.inputs[name], batch.present[name])
+        for name, raw in raw_outputs.items():
             proj = self.projections[name]
             present = raw.present.unsqueeze(-1).to(raw.pooled.dtype)
             outputs[name] = ModalityOutput(
@@ -93,7 +107,11 @@ class MultimodalModel(nn.Module):
         return outputs
 
     def forward(self, batch: Batch) -> ModelOutput:
-        outputs = self.encode(batch)
+        return self.forward_encoded(self.encode_raw(batch), batch.labels)
+
+    def forward_encoded(self, raw_outputs: dict[str, ModalityOutput], labels: torch.Tensor | None = None) -> ModelOutput:
+        """projection → fusion → head from encoder outputs (e.g. cached ones: training/feature_cache.py)."""
+        outputs = self.project(raw_outputs)
         if not outputs:
             raise ValueError(f"batch has none of the model's modalities {self.modality_names}")
         if self.late:
@@ -101,7 +119,7 @@ class MultimodalModel(nn.Module):
         else:
             fused = self.fusion(outputs)
             logits = self.head(fused.pooled)
-        loss = None if batch.labels is None else classification_loss(logits, batch.labels, self.task)
+        loss = None if labels is None else classification_loss(logits, labels, self.task)
         return ModelOutput(logits=logits, loss=loss, fused=fused, modality_outputs=outputs)
 
     def _late_logits(self, outputs: dict[str, ModalityOutput]) -> torch.Tensor:
@@ -142,6 +160,8 @@ class MultimodalModel(nn.Module):
         payload = {"polymodal_version": __version__, "architecture": "MultimodalModel", "model": config_to_dict(config)}
         if self.data_config is not None:
             payload["data"] = self.data_config
+        if self.finetune:
+            payload["finetune"] = self.finetune
         atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2))
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         atomic_save_safetensors(state, directory / WEIGHTS_NAME)
@@ -151,6 +171,10 @@ class MultimodalModel(nn.Module):
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> MultimodalModel:
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not weights_path.exists() and (directory / "adapter_config.json").exists():
+            from .training.peft_utils import load_adapter  # adapter-only save: base model + trained weights
+
+            return load_adapter(directory, map_location=map_location)
         for path in (config_path, weights_path):
             if not path.exists():
                 raise FileNotFoundError(f"{path} not found: is {directory} a polymodal model directory?")
@@ -160,6 +184,10 @@ class MultimodalModel(nn.Module):
             if mcfg.pretrained and mcfg.pretrained.startswith(f"{HF_DIR}/"):
                 config.modalities[name] = dataclasses.replace(mcfg, pretrained=str(directory / mcfg.pretrained))
         model = cls(config, load_pretrained_weights=False)
+        if payload.get("finetune"):
+            from .training.finetune import apply_finetune  # rebuild adapters / prompts before loading weights
+
+            apply_finetune(model, payload["finetune"])
         state = load_file(str(weights_path), device=map_location)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -167,6 +195,7 @@ class MultimodalModel(nn.Module):
                 f"{weights_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         model.data_config = payload.get("data")
+        model.pretrained_dir = str(directory)
         model.eval()
         return model
 

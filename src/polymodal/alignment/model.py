@@ -1,0 +1,305 @@
+"""AlignmentModel: one encoder + projection head per modality into a shared, L2-normalised embedding space,
+trained with a weighted sum of objectives (clip, siglip, itm, mlm) over modality pairs (CLIP / ALBEF / ImageBind).
+
+    config = from_dict(AlignmentConfig, {"modalities": {"image": {"kind": "image"}, "text": {"kind": "text"}},
+                                         "objectives": [{"name": "clip"}]})
+    model = AlignmentModel(config)
+    out = model(batch)            # AlignmentOutput(loss, losses, embeddings, logits)
+    out.loss.backward()
+    image_emb = model.encode(batch, "image")   # [B, E], unit norm (zeros where the sample lacks the modality)
+
+With ≥ 3 modalities every pair (or the configured ``pairs``) contributes, each over the samples that have
+both modalities (``Batch.present``). The total loss is Σ_objective weight · mean over the pairs it applied to.
+A saved directory holds config.json + model.safetensors (+ hf/<modality>/ for Hugging Face encoders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from .. import __version__
+from ..config import ConfigError, ModalityConfig, config_to_dict, from_dict
+from ..model import CONFIG_NAME, HF_DIR, WEIGHTS_NAME, atomic_save_safetensors, atomic_write_text
+from ..objectives import OBJECTIVES, ModalitySpec, ObjectiveSetup, PairInputs
+from ..objectives.distributed import world_info
+from ..types import Batch, ModalityOutput
+
+ARCHITECTURE = "AlignmentModel"
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "clip"  # registry name: clip | siglip | itm | mlm
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)  # constructor options of the objective
+
+
+@dataclass
+class AlignmentConfig:
+    modalities: dict[str, ModalityConfig] = field(default_factory=dict)
+    embed_dim: int = 128
+    projection: Literal["linear", "mlp"] = "linear"
+    projection_hidden: int | None = None  # MLP hidden width; default max(encoder width, embed_dim)
+    objectives: list[ObjectiveConfig] = field(default_factory=lambda: [ObjectiveConfig()])
+    pairs: list[list[str]] | None = None  # default: every pair of modalities, in config order
+    init_logit_scale: float | None = None  # log-space; default log(1/0.07) (CLIP) or log(10) with siglip
+    logit_scale_max: float = math.log(100.0)
+    learn_bias: bool | None = None  # learnable logit bias; default on when siglip is an objective
+    init_logit_bias: float = -10.0
+
+
+@dataclass
+class AlignmentOutput:
+    """loss: weighted total; losses: per "objective/a-b" (detached-free, for logging);
+    embeddings: per modality [B, E] normalised (zeros for absent samples);
+    logits: per "a-b" pair, the scaled similarity matrix [n, n] over the samples that have both."""
+
+    loss: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    embeddings: dict[str, Tensor] = field(default_factory=dict)
+    logits: dict[str, Tensor] = field(default_factory=dict)
+
+
+def build_projection(in_dim: int, embed_dim: int, kind: str, hidden: int | None) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, embed_dim, bias=False)  # CLIP: no bias before normalisation
+    if kind == "mlp":
+        hidden = hidden or max(in_dim, embed_dim)
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, embed_dim))
+    raise ConfigError(f"projection: {kind!r} is not one of ['linear', 'mlp']")
+
+
+def resolve_pairs(config: AlignmentConfig) -> list[tuple[str, str]]:
+    names = list(config.modalities)
+    if config.pairs is None:
+        return list(itertools.combinations(names, 2))
+    pairs = []
+    for i, pair in enumerate(config.pairs):
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ConfigError(f"pairs[{i}]: expected two different modality names, got {pair}")
+        for name in pair:
+            if name not in config.modalities:
+                raise ConfigError(f"pairs[{i}]: unknown modality {name!r}; modalities are {names}")
+        pairs.append((pair[0], pair[1]))
+    return pairs
+
+
+def _text_facts(name: str, mcfg: ModalityConfig) -> dict[str, Any]:
+    """vocab size / mask / pad / special ids of a text modality, from its processor (MLM needs them).
+
+    HF tokenizers give mask_token_id and all_special_ids. The built-in tokenizers have no mask token, but their
+    unk id (3) is never produced by tokenisation, so it is reserved as the mask token.
+    """
+    from ..data.processors import build_processor
+
+    processor = build_processor(mcfg, name)
+    tokenizer = getattr(processor, "tokenizer", None)
+    facts: dict[str, Any] = {"vocab_size": getattr(processor, "vocab_size", None),
+                             "pad_token_id": getattr(processor, "pad_token_id", None)}
+    if tokenizer is not None:
+        facts["mask_token_id"] = tokenizer.mask_token_id
+        facts["special_token_ids"] = tuple(tokenizer.all_special_ids)
+    else:
+        from ..data import text as builtin_text
+
+        facts["mask_token_id"] = builtin_text.UNK_ID
+        facts["special_token_ids"] = (builtin_text.PAD_ID, builtin_text.CLS_ID, builtin_text.SEP_ID)
+    return facts
+
+
+def _select_rows(out: ModalityOutput, index: Tensor) -> ModalityOutput:
+    return ModalityOutput(tokens=out.tokens[index], mask=out.mask[index], pooled=out.pooled[index],
+                          present=out.present[index])
+
+
+class AlignmentModel(nn.Module):
+    def __init__(self, config: AlignmentConfig, load_pretrained_weights: bool = True):
+        super().__init__()
+        from ..encoders import build_encoder  # local import: encoders import heavy HF modules lazily
+
+        if len(config.modalities) < 2:
+            raise ConfigError(f"modalities: alignment needs at least two modalities, got {list(config.modalities)}")
+        if not config.objectives:
+            raise ConfigError("objectives: name at least one objective (clip, siglip, itm, mlm)")
+        self.config = config
+        self.modality_names = list(config.modalities)
+        self.pairs = resolve_pairs(config)
+        self.encoders = nn.ModuleDict(
+            {name: build_encoder(mcfg, load_weights=load_pretrained_weights, name=name) for name, mcfg in config.modalities.items()}
+        )
+        for name, mcfg in config.modalities.items():
+            if mcfg.freeze:
+                self.encoders[name].freeze()
+        self.projections = nn.ModuleDict({
+            name: build_projection(enc.output_dim, config.embed_dim, config.projection, config.projection_hidden)
+            for name, enc in self.encoders.items()
+        })
+        names = [obj.name for obj in config.objectives]
+        uses_siglip = "siglip" in names
+        init_scale = config.init_logit_scale
+        if init_scale is None:
+            init_scale = math.log(10.0) if uses_siglip else math.log(1 / 0.07)
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_scale)))
+        learn_bias = uses_siglip if config.learn_bias is None else config.learn_bias
+        self.logit_bias = nn.Parameter(torch.tensor(float(config.init_logit_bias))) if learn_bias else None
+        setup = ObjectiveSetup(embed_dim=config.embed_dim, modalities=self._specs(names), pairs=self.pairs)
+        self.objectives = nn.ModuleList()
+        self.objective_names: list[str] = []
+        self.objective_weights: list[float] = []
+        for i, obj in enumerate(config.objectives):
+            try:
+                self.objectives.append(OBJECTIVES.build(obj.name, setup=setup, **obj.options))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ConfigError(f"objectives[{i}] ({obj.name}): {err}") from err
+            self.objective_names.append(obj.name if obj.name not in self.objective_names else f"{obj.name}{i}")
+            self.objective_weights.append(float(obj.weight))
+        self._processors: dict[str, Any] | None = None
+
+    def _specs(self, objective_names: list[str]) -> dict[str, ModalitySpec]:
+        specs = {}
+        for name, mcfg in self.config.modalities.items():
+            facts = _text_facts(name, mcfg) if mcfg.kind == "text" and "mlm" in objective_names else {}
+            specs[name] = ModalitySpec(name=name, kind=mcfg.kind, token_dim=self.encoders[name].output_dim, **facts)
+        return specs
+
+    # ------------------------------------------------------------------------------------------ encoding
+
+    def scale(self) -> Tensor:
+        """exp(logit_scale) clamped to exp(logit_scale_max) (CLIP caps the temperature at 100)."""
+        return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
+
+    def encode_modality(self, name: str, inputs: dict[str, Tensor], present: Tensor) -> ModalityOutput:
+        """Run one encoder: inputs (processor tensors) + present [B] → ModalityOutput (tokens [B, N, D])."""
+        return self.encoders[name](inputs, present)
+
+    def embed(self, name: str, out: ModalityOutput) -> Tensor:
+        """pooled [B, D] → unit-norm embedding [B, E]; rows of absent samples are zeros."""
+        emb = F.normalize(self.projections[name](out.pooled), dim=-1)
+        return emb * out.present.unsqueeze(-1).to(emb.dtype)
+
+    def encode(self, batch: Batch, modality: str) -> Tensor:
+        """Normalised embeddings [B, E] of one modality (zeros where ``batch.present[modality]`` is False)."""
+        if modality not in self.encoders:
+            raise KeyError(f"unknown modality {modality!r}; this model has {self.modality_names}")
+        if modality not in batch.inputs:
+            raise KeyError(f"batch has no {modality!r} inputs (it has {batch.modalities})")
+        present = batch.present.get(modality)
+        if present is None:
+            present = torch.ones(len(batch), dtype=torch.bool, device=self.logit_scale.device)
+        return self.embed(modality, self.encode_modality(modality, batch.inputs[modality], present))
+
+    # ------------------------------------------------------------------------------------------ training
+
+    def forward(self, batch: Batch) -> AlignmentOutput:
+        outs = {name: self.encode_modality(name, batch.inputs[name], batch.present[name])
+                for name in self.modality_names if name in batch.inputs}
+        if len(outs) < 2:
+            raise ValueError(f"batch has {list(outs)}; alignment needs two of the model's modalities {self.modality_names}")
+        embeddings = {name: self.embed(name, out) for name, out in outs.items()}
+        scale = self.scale()
+        groups = batch.labels if batch.labels is not None and batch.labels.dim() == 1 else None
+        distributed = world_info()[1] > 1
+        per_objective: dict[int, list[Tensor]] = {i: [] for i in range(len(self.objectives))}
+        losses: dict[str, Tensor] = {}
+        logits: dict[str, Tensor] = {}
+        for a, b in self.pairs:
+            if a not in outs or b not in outs:
+                continue
+            rows = torch.nonzero(outs[a].present & outs[b].present).squeeze(1)
+            # Under torch.distributed a rank with no rows still joins the collectives of the contrastive losses.
+            if rows.numel() == 0 and not distributed:
+                continue
+            pair = PairInputs(
+                a=a, b=b, emb_a=embeddings[a][rows], emb_b=embeddings[b][rows], logit_scale=scale,
+                logit_bias=self.logit_bias, out_a=_select_rows(outs[a], rows), out_b=_select_rows(outs[b], rows),
+                inputs_a={k: v[rows] for k, v in batch.inputs[a].items()},
+                inputs_b={k: v[rows] for k, v in batch.inputs[b].items()},
+                group_ids=None if groups is None else groups[rows], encode=self.encode_modality,
+            )
+            similarity = scale * pair.emb_a @ pair.emb_b.T
+            logits[f"{a}-{b}"] = similarity if self.logit_bias is None else similarity + self.logit_bias
+            for i, objective in enumerate(self.objectives):
+                value = objective(pair)
+                if value is None:
+                    continue
+                per_objective[i].append(value)
+                losses[f"{self.objective_names[i]}/{a}-{b}"] = value
+        total = (self.logit_scale * 0.0).to(next(iter(embeddings.values())).dtype)  # keeps a graph when empty
+        for i, values in per_objective.items():
+            if values:
+                total = total + self.objective_weights[i] * torch.stack(values).mean()
+        return AlignmentOutput(loss=total, losses=losses, embeddings=embeddings, logits=logits)
+
+    # ------------------------------------------------------------------------------------------ processors
+
+    @property
+    def processors(self) -> dict[str, Any]:
+        """Per-modality processors that turn raw inputs into this model's Batch tensors."""
+        if self._processors is None:
+            from ..data.processors import build_processors
+
+            self._processors = build_processors(self.config.modalities)
+        return self._processors
+
+    # ------------------------------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors (+ hf/<modality>/ for HF encoders) atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = dataclasses.replace(self.config, modalities=dict(self.config.modalities))
+        for name, mcfg in self.config.modalities.items():
+            encoder = self.encoders[name]
+            if hasattr(encoder, "save_hf_artifacts"):
+                hf_dir = directory / HF_DIR / name
+                encoder.save_hf_artifacts(hf_dir)
+                processor = self.processors.get(name)
+                if processor is not None and hasattr(processor, "save_pretrained"):
+                    processor.save_pretrained(hf_dir)
+                config.modalities[name] = dataclasses.replace(mcfg, pretrained=f"{HF_DIR}/{name}")
+        payload = {"polymodal_version": __version__, "architecture": ARCHITECTURE, "alignment": config_to_dict(config)}
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2))
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        atomic_save_safetensors(state, directory / WEIGHTS_NAME)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> AlignmentModel:
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.exists():
+                raise FileNotFoundError(f"{path} not found: is {directory} a polymodal alignment model directory?")
+        payload = json.loads(config_path.read_text())
+        if payload.get("architecture") != ARCHITECTURE:
+            raise ValueError(f"{config_path}: architecture is {payload.get('architecture')!r}, not {ARCHITECTURE!r}")
+        config = from_dict(AlignmentConfig, payload["alignment"], "alignment")
+        for name, mcfg in config.modalities.items():
+            if mcfg.pretrained and mcfg.pretrained.startswith(f"{HF_DIR}/"):
+                config.modalities[name] = dataclasses.replace(mcfg, pretrained=str(directory / mcfg.pretrained))
+        model = cls(config, load_pretrained_weights=False)
+        state = load_file(str(weights_path), device=map_location)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{weights_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        model.eval()
+        return model
+
+    def parameter_counts(self) -> dict[str, int | float]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"total": total, "trainable": trainable, "trainable_share": trainable / max(total, 1)}

@@ -1,0 +1,200 @@
+"""Crash-safe training checkpoints: everything needed to continue a run exactly where it stopped.
+
+Layout of ``run_dir/checkpoints/last/``:
+  model.safetensors    model weights (all of them, frozen ones included)
+  optimizer.pt         optimizer / LR scheduler / grad scaler state and torch + CUDA RNG states; only tensors
+                       and primitives, loaded with ``torch.load(weights_only=True)`` (no pickle code execution)
+  trainer_state.json   counters (epoch, step, batch position), best metric, patience, python / numpy RNG
+                       states; written last, so its presence marks a complete checkpoint
+
+Atomicity: a checkpoint is written into a temp directory next to its target, every file fsynced, then swapped
+in with two renames (old → ``.last.old-*``, temp → ``last``); the old one is deleted only after that. A crash
+at any point leaves either the old or the new checkpoint complete: :func:`recover_directory` restores the old
+one if the crash fell between the two renames, and stray temp directories are removed on the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from .reproducibility import python_numpy_rng_state, restore_python_numpy_rng_state
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "trainer_state.json"
+FORMAT_VERSION = 1
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # directories cannot be opened on some platforms (Windows): nothing to sync there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _stale_siblings(target: Path, kind: str) -> list[Path]:
+    return sorted(target.parent.glob(f".{target.name}.{kind}-*"))
+
+
+def recover_directory(target: Path, is_complete: Callable[[Path], bool] = lambda p: True) -> None:
+    """Undo a swap interrupted between its two renames, and remove leftover temp directories."""
+    target = Path(target)
+    if not target.exists():
+        for old in reversed(_stale_siblings(target, "old")):
+            if is_complete(old):
+                os.replace(old, target)
+                break
+    for leftover in _stale_siblings(target, "tmp") + _stale_siblings(target, "old"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temp directory; on success it replaces ``target`` atomically, on error it vanishes."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    return all((Path(path) / name).is_file() for name in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE))
+
+
+def torch_rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_torch_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    trainer_state: dict[str, Any],
+) -> Path:
+    """Write a complete checkpoint at ``path`` atomically (see module docstring); returns ``path``."""
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        save_model(model, str(tmp / MODEL_FILE))
+        tensors = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+            "rng": torch_rng_state(),
+        }
+        torch.save(tensors, tmp / OPTIMIZER_FILE)
+        payload = {"format_version": FORMAT_VERSION, **trainer_state, "rng": python_numpy_rng_state()}
+        (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
+    file = Path(path) / STATE_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: {path} is not a complete training checkpoint")
+    state = json.loads(file.read_text())
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{file}: checkpoint format {state.get('format_version')} is not {FORMAT_VERSION}")
+    return state
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Restore a checkpoint into the given objects; return the trainer state dict (counters, metrics)."""
+    path = Path(path)
+    if not is_complete_checkpoint(path):
+        missing = [n for n in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE) if not (path / n).is_file()]
+        raise FileNotFoundError(f"checkpoint {path} is incomplete or missing (no {', '.join(missing)})")
+    state = read_trainer_state(path)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False, device=str(device))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path / MODEL_FILE} does not fit this model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+    extra = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(extra["optimizer"])
+        except ValueError as err:
+            raise ValueError(
+                f"{path / OPTIMIZER_FILE}: optimizer state does not match the model's trainable parameters "
+                f"({err}); did the set of frozen parameters change since the checkpoint?"
+            ) from err
+    if scheduler is not None and extra.get("scheduler") is not None:
+        scheduler.load_state_dict(extra["scheduler"])
+    if scaler is not None and extra.get("scaler") is not None:
+        scaler.load_state_dict(extra["scaler"])
+    if restore_rng:
+        restore_torch_rng_state(extra["rng"])
+        restore_python_numpy_rng_state(state["rng"])
+    return state
+
+
+def save_model_weights(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """The best model: ``model.save_pretrained`` when the model has it, else ``model.safetensors`` alone;
+    either way swapped in atomically."""
+    directory = Path(directory)
+    with atomic_directory(directory) as tmp:
+        if hasattr(model, "save_pretrained"):
+            model.save_pretrained(tmp)
+        else:
+            save_model(model, str(tmp / MODEL_FILE))
+    return directory

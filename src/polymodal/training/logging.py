@@ -1,0 +1,103 @@
+"""Metric logs of a run: ``metrics.jsonl`` (one JSON object per row), ``metrics.csv`` and optional TensorBoard.
+
+Rows are either ``kind="step"`` (train loss / lr every ``log_every`` optimizer steps) or ``kind="epoch"``
+(epoch means and validation metrics). The CSV has the union of all columns seen so far, leading with
+kind, epoch, step; when a new column appears the CSV is rewritten from the JSONL (rare: only early on).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+LEADING_COLUMNS = ("kind", "epoch", "step")
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings so the file stays parseable by strict readers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class MetricLogger:
+    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl_path = self.run_dir / "metrics.jsonl"
+        self.csv_path = self.run_dir / "metrics.csv"
+        self.columns: list[str] = []
+        self._writer = self._tensorboard_writer() if tensorboard else None
+        if self.jsonl_path.exists():
+            self._rewrite_csv(self.read_rows())
+
+    def _tensorboard_writer(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional (pip install polymodal[tracking])
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def read_rows(self) -> list[dict[str, Any]]:
+        if not self.jsonl_path.exists():
+            return []
+        rows = []
+        for number, line in enumerate(self.jsonl_path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a crash: drop it, keep the rest
+                if number != len(self.jsonl_path.read_text().splitlines()):
+                    raise ValueError(f"{self.jsonl_path}:{number} is not valid JSON") from None
+        return rows
+
+    def log(self, row: dict[str, Any]) -> None:
+        row = {key: _clean(value) for key, value in row.items()}
+        with open(self.jsonl_path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+        if any(key not in self.columns for key in row):
+            self._rewrite_csv(self.read_rows())
+        else:
+            with open(self.csv_path, "a", newline="") as handle:
+                csv.DictWriter(handle, self.columns).writerow(row)
+        if self._writer is not None:
+            prefix = "train_step" if row.get("kind") == "step" else "epoch"
+            for key, value in row.items():
+                if key not in LEADING_COLUMNS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._writer.add_scalar(f"{prefix}/{key}", value, global_step=row.get("step", 0))
+
+    def truncate_after(self, step: int, epoch: int) -> None:
+        """On resume: drop rows written after the checkpoint (they will be produced again)."""
+        rows = [
+            row
+            for row in self.read_rows()
+            if (row.get("kind") == "epoch" and row.get("epoch", 0) < epoch)
+            or (row.get("kind") != "epoch" and row.get("step", 0) <= step)
+        ]
+        tmp = self.jsonl_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        os.replace(tmp, self.jsonl_path)
+        self._rewrite_csv(rows)
+
+    def _rewrite_csv(self, rows: list[dict[str, Any]]) -> None:
+        columns = list(LEADING_COLUMNS)
+        for row in rows:
+            columns += [key for key in row if key not in columns]
+        self.columns = columns
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.csv_path)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
