@@ -39,7 +39,8 @@ def save_tiny_bert(directory: str | Path) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *BERT_WORDS]
     vocab_file = directory / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(str(directory))
+    # positional: the argument is "vocab" in transformers 5 (vocab_file= is silently ignored there)
+    BertTokenizerFast(str(vocab_file), do_lower_case=True).save_pretrained(str(directory))
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,

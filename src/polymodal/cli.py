@@ -52,19 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(train)
     train.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     train.add_argument("--out", default=None, help="run directory (overrides train.out_dir)")
+    train.add_argument("--finetune", default=None, metavar="STRATEGY",
+                       help="shorthand for --set finetune.default=STRATEGY (full, frozen, linear_probe, lora, "
+                       "loha, lokr, ia3, prompt)")
 
     ev = sub.add_parser(
         "eval",
-        help="evaluate a trained model (run directory or model directory)",
-        description="Evaluate a model on a split of its data set (default test) or on a manifest; writes "
-        "metrics.json and prints the classification report.",
+        help="evaluation report of a trained model (quality + CIs, efficiency, robustness), or compare two runs",
+        description="Evaluate a model on a split of the data set it was trained on (default test) or on a manifest. "
+        "Writes metrics.json (classification report), predictions.json and report.json / report.md / "
+        "report.html (plots embedded): quality with bootstrap 95% CIs, calibration, efficiency (params, "
+        "FLOPs, latency, throughput, memory, size) and robustness (modality ablations, corruptions). "
+        "--compare RUN_A RUN_B runs a paired bootstrap on the samples both were evaluated on.",
     )
     ev.add_argument("model", nargs="?", help="run directory (uses its best/ model) or model directory")
-    ev.add_argument("--data", default=None, help="a manifest (JSONL/CSV) to evaluate on instead of the test split")
+    ev.add_argument("--data", default=None, help="a manifest (JSONL/CSV) to evaluate on instead of the split")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ev.add_argument("--out", default=None, help="where to write metrics.json (default: next to the model)")
+    ev.add_argument("--out", default=None, help="output directory (default: <run dir>/eval_<split>)")
+    ev.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                    help="bootstrap resamples for the confidence intervals / comparison (default 1000; 0 = none)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the corruption noise")
+    ev.add_argument("--no-robustness", action="store_true", help="skip modality ablations and corruption curves")
+    ev.add_argument("--no-efficiency", action="store_true", help="skip FLOPs / latency / memory measurements")
     ev.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), default=None,
-                    help="paired-bootstrap comparison of two evaluated runs' predictions")
+                    help="paired-bootstrap comparison of two runs / eval directories on the same samples")
+    ev.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1"],
+                    help="headline metric for --compare (default: %(default)s)")
 
     pred = sub.add_parser(
         "predict",
@@ -90,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("name", nargs="?", default="spoken-digits")
     exp.add_argument("--out", default="spoken_digits_export")
     exp.add_argument("--limit", type=int, default=None, help="rows per split")
+    bench = sub.add_parser(
+        "bench",
+        help="train + evaluate a grid (fusions x encoders x fine-tuning x seeds) and write a leaderboard",
+        description="Run a bench suite (YAML; `spoken-digits` names the built-in one) and write leaderboard.md / "
+        ".csv / .html (mean ± std over seeds + efficiency columns), runs.csv and bench.json to --out.",
+    )
+    bench.add_argument("suite", help="suite YAML file, or a built-in suite name (spoken-digits)")
+    bench.add_argument("--quick", action="store_true", help="the suite's reduced grid (minutes on a laptop CPU)")
+    bench.add_argument("--out", default="polymodal_out/bench", help="output directory (default: %(default)s)")
+    from .alignment.cli import add_retrieve_parser  # the `retrieve` verb lives with the alignment code
+
+    add_retrieve_parser(sub)
     return parser
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import Config, DataConfig, from_dict, load_config
+from .config import Config, load_config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -31,6 +31,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train
 
     overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
+    if getattr(args, "finetune", None):
+        overrides.append(f"finetune.default={args.finetune}")
     config = load_config(args.config, overrides)
     summary = train(config, resume=args.resume)
     if "test" in summary:
@@ -40,42 +42,63 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def eval_config_for(model, data_manifest: str | None, split: str) -> Config:
-    """The config to evaluate a saved model: its own modalities + the data it was trained on (or a manifest)."""
-    data = dict(model.data_config or {})
-    if data_manifest:
-        data.update({"name": None, "train": None, "val": None, "test": None, split: data_manifest})
-    elif not data:
-        raise ValueError("this model directory does not record its training data: pass --data MANIFEST")
-    config = Config()
-    config.model = model.config
-    config.data = from_dict(DataConfig, data, "data")
-    return config
+    """The config to evaluate a saved model (kept here for callers; the logic lives in evaluation.report)."""
+    from .evaluation.report import eval_config_for as build
+
+    return build(model, data_manifest, split)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation.classification import format_report_table
-    from .inference import resolve_model_dir
-    from .model import MultimodalModel, atomic_write_text
-    from .pipeline import evaluate_model, prepare
-
+    """`polymodal eval MODEL_OR_RUN_DIR`: the full report; `polymodal eval --compare A B`: paired bootstrap."""
     if args.compare:
-        from .evaluation.compare import compare_runs
+        from .evaluation.compare import compare_runs, format_comparison
 
-        result = compare_runs(*args.compare)
-        print(json.dumps(result, indent=2))
+        result = compare_runs(*args.compare, metric=args.metric, n_resamples=args.bootstrap or 1000, seed=args.seed,
+                              data=args.data, split=args.split)
+        print(format_comparison(result))
+        if args.out:
+            from .model import atomic_write_text
+
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "comparison.json", json.dumps(result, indent=2))
+            print(f"comparison written to {out / 'comparison.json'}")
         return 0
     if not args.model:
         raise ValueError("eval needs a run or model directory (or --compare RUN_A RUN_B)")
-    model_dir = resolve_model_dir(args.model)
-    model = MultimodalModel.from_pretrained(model_dir)
-    config = eval_config_for(model, args.data, args.split)
-    _, loaders, _ = prepare(config, splits=(args.split,))
-    report = evaluate_model(model, loaders[args.split])
-    print(format_report_table(report))
-    out = Path(args.out) if args.out else model_dir
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
-    print(f"metrics written to {out / 'metrics.json'}")
+    from .evaluation.classification import format_report_table
+    from .evaluation.report import ReportOptions, evaluate_path, headline_rows
+
+    options = ReportOptions(
+        bootstrap=1000 if args.bootstrap is None else args.bootstrap,
+        seed=args.seed,
+        robustness=not args.no_robustness,
+        efficiency=not args.no_efficiency,
+    )
+    report, paths = evaluate_path(args.model, data=args.data, split=args.split, out=args.out, options=options)
+    if report["quality"] is not None:
+        print(format_report_table(report["quality"]["classification_report"]))
+    print()
+    for name, value, low, high in headline_rows(report):
+        if value is not None:
+            ci = "" if low is None else f"   95% CI [{low:.4f}, {high:.4f}]"
+            print(f"{name:>14s}  {value:.4f}{ci}")
+    eff = report.get("efficiency")
+    if eff:
+        print(f"efficiency: {eff['params']['total']:,} params, {eff['flops_per_sample']:,} FLOPs/sample, "
+              f"latency p50 {eff['latency_ms']['p50']:.2f} ms (batch 1), "
+              f"{eff['throughput_samples_per_s']:.0f} samples/s (batch {eff['throughput_batch_size']})")
+    rob = report.get("robustness") or {}
+    for name, removed in (rob.get("removed") or {}).items():
+        print(f"without {name}: {rob['metric']} {removed['value']:.4f} (drop {removed['drop']:+.4f})")
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .evaluation.bench import run_bench
+
+    run_bench(args.suite, args.out, quick=args.quick)
     return 0
 
 
@@ -92,10 +115,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError("give at least one input: --image FILE, --audio FILE, --text STRING or --input NAME=VALUE")
     prediction = Predictor(args.model).predict(sample)
     if args.json:
-        print(json.dumps({"label": prediction.label, "probabilities": prediction.probabilities,
-                          "modalities": prediction.modalities}, indent=2))
+        print(json.dumps(prediction.to_dict(), indent=2))
         return 0
-    print(f"prediction: {prediction.label}   (from {', '.join(prediction.modalities)})")
+    label = prediction.label if isinstance(prediction.label, str) else ", ".join(prediction.label) or "(none)"
+    print(f"prediction: {label}   (from {', '.join(prediction.modalities)})")
     for label, prob in prediction.top(args.top):
         print(f"  {label:>12s}  {prob:.4f}  {'#' * round(prob * 40)}")
     return 0
@@ -122,3 +145,9 @@ def cmd_export_data(args: argparse.Namespace) -> int:
     paths = export_dataset(args.name, args.out, limit=args.limit)
     print(f"exported {args.name} to {args.out}: {paths}")
     return 0
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    from .alignment.cli import cmd_retrieve as run
+
+    return run(args)

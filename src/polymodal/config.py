@@ -73,7 +73,8 @@ class DataConfig:
     batch_size: int = 32
     eval_batch_size: int = 128
     num_workers: int = 0
-    limit: int | None = None  # use only the first N rows of each split (quick runs)
+    limit: int | None = None  # use only N rows of each split (quick runs; built-in sets: evenly spaced)
+    augment: bool = False  # light augmentation of the train split (image crops/flips, SpecAugment masks)
 
 
 @dataclass
@@ -105,6 +106,16 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Fine-tuning strategy per encoder (training/finetune.py FinetuneConfig); None = train everything as built.
+    finetune: Any = None
+
+    def __post_init__(self) -> None:
+        # Parsed here, not typed as FinetuneConfig: training/ imports this module, so the type cannot be imported
+        # at the top. Unknown keys and bad values still raise ConfigError naming the finetune.* key.
+        if self.finetune is not None:
+            from .training.finetune import parse_finetune_config
+
+            self.finetune = parse_finetune_config(self.finetune, list(self.model.modalities))
 
 
 # ---------------------------------------------------------------------------------------------- loading

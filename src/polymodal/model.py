@@ -20,8 +20,8 @@ from torch import nn
 
 from . import __version__
 from .config import ModelConfig, config_to_dict, from_dict
+from .fusion import build_fusion  # importing the package registers every fusion
 from .heads import ClassificationHead, classification_loss
-from .registry import FUSIONS
 from .types import Batch, FusedOutput, ModalityOutput, ModelOutput
 
 CONFIG_NAME = "config.json"
@@ -65,9 +65,7 @@ class MultimodalModel(nn.Module):
                 }
             )
         else:
-            self.fusion = FUSIONS.build(
-                config.fusion.name, modalities=self.modality_names, dim=dim, **config.fusion.options
-            )
+            self.fusion = build_fusion(config.fusion.name, self.modality_names, dim, **config.fusion.options)
             self.head = ClassificationHead(
                 self.fusion.output_dim, num_labels, head_cfg.task, head_cfg.hidden, head_cfg.dropout
             )
@@ -189,7 +187,10 @@ class MultimodalModel(nn.Module):
 
             apply_finetune(model, payload["finetune"])
         state = load_file(str(weights_path), device=map_location)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches raise even with strict=False
+            raise ValueError(f"{weights_path} does not match the config: {err}") from err
         if missing or unexpected:
             raise ValueError(
                 f"{weights_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"

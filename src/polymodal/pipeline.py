@@ -75,11 +75,15 @@ def train(
             f"model: {', '.join(config.model.modalities)} → {config.model.fusion.name} → {len(labels)} labels | "
             f"params {counts['total']:,} total, {counts['trainable']:,} trainable ({counts['trainable_share']:.1%})"
         )
+    # Frozen encoders (augmentation off): train fusion + head from the on-disk feature cache.
+    from .training.cached_training import cached_training_setup
+
+    train_model, train_loaders, cache_report = cached_training_setup(model, loaders, config, run_dir, verbose)
     trainer = Trainer(
-        model,
+        train_model,
         config.train,
-        loaders["train"],
-        val_loader=loaders.get("val"),
+        train_loaders["train"],
+        val_loader=train_loaders.get("val"),
         run_dir=run_dir,
         config=config,
     )
@@ -95,6 +99,7 @@ def train(
         "train_seconds": train_seconds,
         "parameters": counts,
         "finetune": finetune_summary,
+        "feature_cache": cache_report,
         "config": config_to_dict(config),
     }
     if "test" in loaders and loaders["test"] is not None:
@@ -104,12 +109,12 @@ def train(
 
 
 def _apply_finetune(model: MultimodalModel, config: Config) -> dict[str, Any] | None:
-    finetune = getattr(config, "finetune", None)
-    if finetune is None:
-        return None
-    from .training.finetune import apply_finetune
+    from .training.finetune import apply_finetune, parameter_summary
 
-    return _jsonable(apply_finetune(model, finetune))
+    finetune = getattr(config, "finetune", None)
+    # Per-component total / trainable parameters for metrics.json, with or without a finetune section.
+    summary = parameter_summary(model) if finetune is None else apply_finetune(model, finetune)
+    return _jsonable(summary.to_dict())
 
 
 def _jsonable(value: Any) -> Any:

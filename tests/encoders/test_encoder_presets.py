@@ -30,8 +30,13 @@ def kind_of(name: str) -> str:
     return ENCODERS.get(name).kind
 
 
+# Presets whose default size does not fit 16 px test images (CLIP ViT-B/32 has 32 px patches): a small variant.
+PRESET_OPTIONS = {"clip_vision": {"preset": "tiny"}}
+
+
 def make_encoder(name: str, **options) -> torch.nn.Module:
     kind = kind_of(name)
+    options = {**PRESET_OPTIONS.get(name, {}), **options}
     return build_encoder(ModalityConfig(kind=kind, encoder=name, processor=PROCESSOR_OPTIONS[kind], options=options))
 
 

@@ -99,7 +99,7 @@ def test_other_peft_methods_train_only_adapters_and_merge(method):
     trainable = [n for n, p in model.encoders.named_parameters() if p.requires_grad]
     assert trainable and all(marker in n for n in trainable)
     with torch.no_grad():  # move adapters off their identity init so merging has something to fold in
-        for name, param in model.encoders.named_parameters():
+        for param in model.encoders.parameters():
             if param.requires_grad:
                 param.add_(0.05 * torch.randn_like(param))
     train_steps(model, steps=2)

@@ -132,6 +132,14 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def spread_subset(rows: list[SampleRow], limit: int) -> list[SampleRow]:
+    """``limit`` rows evenly spaced over the split: built-in splits are ordered (by label, speaker), so the
+    first N rows would hold only a few classes."""
+    if limit >= len(rows):
+        return rows
+    return [rows[(i * len(rows)) // limit] for i in range(limit)]
+
+
 def load_split_rows(config: Config, split: str) -> list[SampleRow] | None:
     """Unvalidated rows of one split from config.data (built-in data set or manifest); None if not configured."""
     data, modalities = config.data, config.model.modalities
@@ -139,7 +147,9 @@ def load_split_rows(config: Config, split: str) -> list[SampleRow] | None:
         from .builtin import load_builtin_rows
 
         rows = load_builtin_rows(data.name, split, modalities)
-        return None if rows is None else rows[: data.limit] if data.limit is not None else rows
+        if rows is None or data.limit is None:
+            return rows
+        return spread_subset(rows, data.limit)
     path = getattr(data, split, None)
     if not path:
         return None
@@ -167,6 +177,10 @@ def build_dataloaders(
         source = f"data set {config.data.name!r}" if config.data.name else "config.data"
         raise DataError(f"{source} provides none of the splits {list(splits)} (set data.train / data.val / data.test)")
     labels = list(config.model.head.labels)
+    if not labels and config.data.name:
+        from .builtin import get_dataset
+
+        labels = list(get_dataset(config.data.name).labels)
     if not labels:
         reference = rows_by_split.get("train") or [r for rows in rows_by_split.values() for r in rows]
         labels = collect_labels(reference)

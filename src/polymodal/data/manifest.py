@@ -55,15 +55,35 @@ def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[st
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {str(path)!r} does not exist")
+    try:
+        return _read_records(path)
+    except UnicodeDecodeError as err:
+        raise DataError(f"manifest {str(path)!r} is not UTF-8 text: {err}") from err
+    except csv.Error as err:
+        raise DataError(f"manifest {str(path)!r} is not valid CSV: {err}") from err
+
+
+def _read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: spreadsheet programs write a byte-order mark that would otherwise glue onto the first column.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            records = [dict(r) for r in reader]
-            columns = list(reader.fieldnames or [])
+            columns = [name.strip() for name in reader.fieldnames or []]
+            reader.fieldnames = columns  # "id, image, label" headers: spaces after commas are not part of names
+            records = [{k: v for k, v in r.items() if k is not None} for r in reader]
+    elif suffix == ".json" and path.read_text(encoding="utf-8-sig").lstrip().startswith("["):
+        try:  # a JSON array of objects instead of JSON lines
+            records = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as err:
+            raise DataError(f"manifest {str(path)!r} is not valid JSON: {err}") from err
+        bad = next((i for i, r in enumerate(records, start=1) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise DataError(f"manifest {str(path)!r} item {bad}: expected a JSON object, got {records[bad - 1]!r}")
+        columns = list(dict.fromkeys(k for r in records for k in r))
     elif suffix in (".jsonl", ".ndjson", ".json"):
         records, columns = [], []
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue

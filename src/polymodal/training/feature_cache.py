@@ -18,6 +18,8 @@ Use::
     features = cache.load(reports)
     cached_model = CachedFeatureModel(model, features)    # forward(batch) → ModelOutput, .loss as usual
     loader = cached_loader(features, batch_size=32, shuffle=True)   # every modality cached: no raw data at all
+
+``pipeline.train`` does this automatically for frozen encoders (see :mod:`.cached_training`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def _sha(data: bytes | str) -> str:
 def _tensor_bytes(tensor: Tensor) -> bytes:
     tensor = tensor.detach().cpu().contiguous()
     header = f"{tensor.dtype}{tuple(tensor.shape)}".encode()
-    return header + tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else header
+    # reshape(-1): a 0-dim tensor (BatchNorm num_batches_tracked) cannot be viewed as bytes directly
+    return header + tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else header
 
 
 def encoder_fingerprint(model: nn.Module, modality: str) -> dict[str, str]:
@@ -321,10 +324,12 @@ class CachedFeatureModel(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         raw = {}
+        device = next(self.model.parameters()).device  # features live on the CPU; the model may not
         for name in self.model.modality_names:
             if name in self.features:
                 rows = self.features[name].rows(batch.ids, name)
-                raw[name] = self.features[name].output(rows, batch.present.get(name))
+                out = self.features[name].output(rows, batch.present.get(name))
+                raw[name] = ModalityOutput(*(t.to(device) for t in (out.tokens, out.mask, out.pooled, out.present)))
             elif name in batch.inputs:
                 raw[name] = self.model.encoders[name](batch.inputs[name], batch.present[name])
         return self.model.forward_encoded(raw, batch.labels)

@@ -8,6 +8,7 @@ A ``finetune`` config section picks a strategy per encoder (``default`` for the 
       lora: {r: 8, alpha: 16, dropout: 0.0, target_modules: [qkv, proj]}
       prompt: {num_tokens: 8}
       cache_features: auto          # auto | on | off
+      init_from: runs/pretrain      # optional: encoder weights from a saved model / run directory
 
 - ``full``: the encoder trains as built (an encoder with ``freeze: true`` in its modality config stays frozen).
 - ``frozen``: encoder weights never change; the encoder stays in eval mode (BatchNorm statistics and dropout
@@ -75,6 +76,9 @@ class FinetuneConfig:
     # Train fusion + head from cached encoder outputs: auto = when every encoder is frozen and augmentation is off.
     cache_features: Literal["auto", "on", "off"] = "auto"
     cache_dir: str | None = None  # default: <run dir>/feature_cache
+    # A saved polymodal model directory (or a run directory: its best/) whose encoder weights start this run,
+    # e.g. encoders pretrained by the classification or alignment recipe. Copied by modality name.
+    init_from: str | None = None
 
     def strategy_for(self, modality: str) -> str:
         if self.default == "linear_probe":
@@ -104,10 +108,18 @@ class FinetuneConfig:
             raise ConfigError(f"finetune.lora.r: must be >= 1, got {self.lora.r}")
 
 
-def parse_finetune_config(value: FinetuneConfig | dict[str, Any] | None) -> FinetuneConfig:
+def parse_finetune_config(value: FinetuneConfig | dict[str, Any] | str | None,
+                          modalities: list[str] | None = None) -> FinetuneConfig:
+    """The ``finetune`` section as a FinetuneConfig; a bare string is shorthand for ``{default: <strategy>}``
+    (``--finetune lora``). With ``modalities`` (non-empty), encoder names are checked against them too."""
     if value is None:
         return FinetuneConfig()
-    return from_dict(FinetuneConfig, value, "finetune")
+    if isinstance(value, str):
+        value = {"default": value}
+    cfg = from_dict(FinetuneConfig, value, "finetune")
+    if modalities:
+        cfg.validate(modalities)
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------- freezing
@@ -139,6 +151,47 @@ def keep_norm_stats_frozen(module: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------------- apply
 
 
+def load_encoder_weights(model: nn.Module, source: str) -> list[str]:
+    """Copy encoder weights by modality name from a saved model directory (``config.json`` +
+    ``model.safetensors``; a run directory means its ``best/``). Modalities the source lacks keep their weights.
+    Returns the modalities loaded; a shape mismatch raises ValueError naming the modality and tensor."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    directory = Path(source)
+    if not (directory / "model.safetensors").exists() and (directory / "best" / "model.safetensors").exists():
+        directory = directory / "best"
+    weights = directory / "model.safetensors"
+    if not weights.exists():
+        raise ConfigError(f"finetune.init_from: {str(weights)!r} not found (expected a saved model or run directory)")
+    state = load_file(str(weights))
+    loaded = []
+    for name, encoder in model.encoders.items():
+        prefix = f"encoders.{name}."
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not part:
+            continue
+        own = encoder.state_dict()
+        bad = [k for k, v in part.items() if k not in own or own[k].shape != v.shape]
+        missing = [k for k in own if k not in part]
+        if bad or missing:
+            detail = bad[:3] or missing[:3]
+            raise ValueError(
+                f"finetune.init_from: encoder {name!r} in {weights} does not match this model's encoder "
+                f"({'unexpected or different-shape' if bad else 'missing'} tensors {detail}); "
+                "use the same encoder and options as the pretraining run"
+            )
+        encoder.load_state_dict(part)
+        loaded.append(name)
+    if not loaded:
+        raise ValueError(
+            f"finetune.init_from: {weights} has no encoder for any of this model's modalities {list(model.encoders)}"
+        )
+    return loaded
+
+
+
 def apply_finetune(model: nn.Module, cfg: FinetuneConfig | dict[str, Any] | None) -> FinetuneSummary:
     """Mutate ``model`` (a MultimodalModel) to train per ``cfg``; return the parameter accounting.
 
@@ -152,6 +205,8 @@ def apply_finetune(model: nn.Module, cfg: FinetuneConfig | dict[str, Any] | None
         raise RuntimeError("apply_finetune was already called on this model (model.finetune is set)")
     names = list(model.encoders)
     cfg.validate(names)
+    if cfg.init_from:
+        load_encoder_weights(model, cfg.init_from)
     strategies: dict[str, str] = {}
     for name in names:
         encoder = model.encoders[name]
@@ -172,8 +227,9 @@ def apply_finetune(model: nn.Module, cfg: FinetuneConfig | dict[str, Any] | None
         for module in (model.projections, model.fusion):
             if module is not None:
                 freeze_module(module)
-    # Recorded for save_pretrained / from_pretrained (config.json "finetune" section).
-    model.finetune = config_to_dict(cfg)
+    # Recorded for save_pretrained / from_pretrained (config.json "finetune" section). init_from is left out:
+    # the saved weights already hold the initialisation, and reloading must not depend on that directory.
+    model.finetune = dict(config_to_dict(cfg), init_from=None)
     return parameter_summary(model, strategies)
 
 
@@ -269,6 +325,7 @@ __all__ = [
     "freeze_module",
     "is_trivial",
     "keep_in_eval",
+    "load_encoder_weights",
     "parameter_summary",
     "parse_finetune_config",
 ]

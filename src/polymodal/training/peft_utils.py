@@ -193,8 +193,32 @@ def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, Any]:
-    """The parameters that train (requires_grad), detached — what an adapter directory stores."""
-    return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    """What training changes, detached — what an adapter directory stores.
+
+    The parameters that train (requires_grad), plus the buffers that move with them: a fully trained encoder's
+    BatchNorm running statistics change in every training step although they are not parameters, so leaving
+    them out would reload the base's statistics and change the outputs. Norm layers of frozen / adapted
+    encoders are locked in eval mode (finetune.keep_in_eval), so their statistics are the base's and stay out.
+    """
+    state = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    for module_name, module in model.named_modules():
+        own_params = list(module.parameters(recurse=False))
+        trains = any(p.requires_grad for p in own_params)
+        updates_stats = isinstance(module, nn.modules.batchnorm._BatchNorm) and not _locked_in_eval(module)
+        if not (trains or updates_stats):
+            continue
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            if buffer is None or buffer_name in module._non_persistent_buffers_set:
+                continue
+            key = f"{module_name}.{buffer_name}" if module_name else buffer_name
+            state[key] = buffer.detach().contiguous()
+    return state
+
+
+def _locked_in_eval(module: nn.Module) -> bool:
+    from .finetune import _train_stays_eval
+
+    return getattr(module.train, "__func__", None) is _train_stays_eval
 
 
 def save_adapter(model: nn.Module, directory: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> Path:

@@ -25,15 +25,19 @@ def export_dataset(
     """Write ``images/*.png``, ``audio/*.wav`` and ``<split>.jsonl`` + ``<split>.csv`` under ``out_dir``.
 
     Paths in the manifests are relative to ``out_dir``, so the folder can be moved. Returns split → JSONL path.
-    ``limit`` keeps the first N rows of each split.
+    ``limit`` keeps N rows of each split, evenly spaced (the same rows as ``data.limit`` picks for the built-in
+    set, so an exported subset still holds every class and loads to the same tensors).
     """
+    from ..dataset import spread_subset  # local: dataset imports builtin for data.name configs
+
     dataset = DATASETS.get(name)()
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     manifests = {}
     for split in splits:
-        records = dataset.records(split)[:limit]
+        records = dataset.records(split)
+        records = records if limit is None else spread_subset(records, limit)
         rows = []
         for record in records:
             image_path = f"images/{record['id'].split('-', 1)[0]}.png"

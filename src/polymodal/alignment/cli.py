@@ -1,0 +1,212 @@
+"""`polymodal retrieve`: embed a gallery once with an aligned model, then search it with any other modality.
+
+    polymodal retrieve index runs/align/best --data spoken-digits --split test --modality image --out img_index
+    polymodal retrieve query img_index --text "seven" --top 5
+    polymodal retrieve query img_index --audio seven.wav --json
+
+The index directory holds index.safetensors (unit-norm embeddings) + index.json (ids, per-item metadata:
+id, label, source) from ``EmbeddingIndex`` and retrieval.json (which model and modality made it), so a query
+is embedded by the same model. Scores are cosine similarities. Items whose embeddings are bit-identical
+(the same file listed twice) are stored once unless --keep-duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+RETRIEVAL_META = "retrieval.json"
+QUERY_KINDS = ("text", "image", "audio")
+
+
+def add_retrieve_parser(sub: Any) -> None:
+    """Register ``retrieve index`` / ``retrieve query`` on the top-level subparsers of ``polymodal``."""
+    parser = sub.add_parser(
+        "retrieve",
+        help="cross-modal search with an aligned model: build an index, query it with text/image/audio",
+        description="Embed a gallery (images, audio or texts) with a trained alignment model and save it as an "
+        "index; then query the index with another modality and get the top-k items with cosine scores.",
+    )
+    actions = parser.add_subparsers(dest="retrieve_command", metavar="ACTION", required=True)
+    index = actions.add_parser("index", help="embed a gallery and save the index")
+    index.add_argument("model", help="alignment model directory (or run directory with best/)")
+    index.add_argument("--data", required=True, help="a built-in data set name (e.g. spoken-digits) or a manifest")
+    index.add_argument("--split", default="test", help="split of a built-in data set (default: %(default)s)")
+    index.add_argument("--modality", required=True, help="which of the model's modalities to index")
+    index.add_argument("--out", required=True, help="index directory to write")
+    index.add_argument("--limit", type=int, default=None, help="index only the first N rows")
+    index.add_argument("--batch-size", type=int, default=128)
+    index.add_argument("--keep-duplicates", action="store_true", help="keep items with identical embeddings")
+    query = actions.add_parser("query", help="search an index with a text, an image or an audio file")
+    query.add_argument("index", help="index directory (from `polymodal retrieve index`)")
+    query.add_argument("--text", default=None, help="query string")
+    query.add_argument("--image", default=None, help="query image file")
+    query.add_argument("--audio", default=None, help="query audio file")
+    query.add_argument("--query-modality", default=None,
+                       help="the model modality that embeds the query (default: the only one of its kind)")
+    query.add_argument("--model", default=None, help="model directory (default: the one that built the index)")
+    query.add_argument("--top", type=int, default=5, help="how many results (default: %(default)s)")
+    query.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _load_model(path: str | os.PathLike):
+    from ..inference import resolve_model_dir
+    from .evaluate import is_alignment_model_dir
+    from .model import AlignmentModel
+
+    model_dir = resolve_model_dir(path)
+    if not is_alignment_model_dir(model_dir):
+        raise ValueError(f"{model_dir} is not an alignment model directory (config.json architecture AlignmentModel)")
+    return AlignmentModel.from_pretrained(model_dir), model_dir
+
+
+def _gallery_rows(model: Any, data: str, split: str, modality: str, limit: int | None) -> list[Any]:
+    from ..data import load_builtin_rows, read_manifest
+    from ..registry import DATASETS
+
+    mcfg = {modality: model.config.modalities[modality]}
+    if Path(data).is_file():
+        rows = read_manifest(data, mcfg, require_label=False, limit=limit)
+    elif data in DATASETS.names():
+        rows = load_builtin_rows(data, split, mcfg)
+        if rows is None:
+            raise ValueError(f"data set {data!r} has no split {split!r}")
+        rows = rows[:limit] if limit is not None else rows
+    else:
+        raise FileNotFoundError(f"--data {data!r} is neither a manifest file nor a built-in data set "
+                                f"({', '.join(DATASETS.names())})")
+    kept = [row for row in rows if row.inputs.get(modality) is not None]
+    if not kept:
+        raise ValueError(f"no row of {data} has a {modality!r} input")
+    return kept
+
+
+def _source(raw: Any) -> str | None:
+    """What a human can look at for an item: the file path or the text itself (arrays are not stored)."""
+    return str(raw) if isinstance(raw, (str, os.PathLike)) else None
+
+
+def build_index(model_dir: str | os.PathLike, data: str, modality: str, out: str | os.PathLike, split: str = "test",
+                limit: int | None = None, batch_size: int = 128, dedupe: bool = True):
+    """Embed the ``modality`` inputs of a manifest / built-in split and save an EmbeddingIndex to ``out``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..data import MultimodalDataset
+    from ..data.manifest import validate_rows
+    from ..model import atomic_write_text
+    from .retrieval import EmbeddingIndex
+
+    model, resolved = _load_model(model_dir)
+    if modality not in model.modality_names:
+        raise KeyError(f"--modality {modality!r} is not one of the model's modalities {model.modality_names}")
+    rows = _gallery_rows(model, data, split, modality, limit)
+    processors = {modality: model.processors[modality]}
+    rows, _ = validate_rows(rows, processors, None, "raise", require_label=False, source=str(data))
+    dataset = MultimodalDataset(rows, processors)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collate)
+    chunks = []
+    with torch.no_grad():
+        for batch in loader:
+            chunks.append(model.encode(batch, modality))
+    embeddings = torch.cat(chunks)
+    keep = list(range(len(rows)))
+    if dedupe:
+        groups = torch.unique(embeddings, dim=0, return_inverse=True)[1].tolist()
+        first: dict[int, int] = {}
+        keep = [first.setdefault(g, i) for i, g in enumerate(groups) if g not in first]
+    metadata = [{"id": rows[i].id, "label": rows[i].label, "source": _source(rows[i].inputs[modality])} for i in keep]
+    index = EmbeddingIndex(embeddings[keep], ids=[rows[i].id for i in keep], metadata=metadata,
+                           already_normalized=True)
+    directory = index.save(out)
+    info = {"model_dir": str(Path(resolved).resolve()), "modality": modality, "data": str(data), "split": split,
+            "rows": len(rows), "items": len(index)}
+    atomic_write_text(directory / RETRIEVAL_META, json.dumps(info, indent=2))
+    return index, info
+
+
+def embed_query(model: Any, raw: Any, modality: str):
+    """One raw input (file path or string) → its unit-norm embedding [1, E] through ``modality``'s tower."""
+    import torch
+
+    processor = model.processors[modality]
+    inputs = processor.collate([processor(raw)])
+    present = torch.ones(1, dtype=torch.bool)
+    with torch.no_grad():
+        return model.embed(modality, model.encode_modality(modality, inputs, present))
+
+
+def _query_modality(model: Any, kind: str, requested: str | None) -> str:
+    if requested is not None:
+        if requested not in model.modality_names:
+            raise KeyError(f"--query-modality {requested!r} is not one of the model's modalities {model.modality_names}")
+        return requested
+    matches = [m for m in model.modality_names if model.config.modalities[m].kind == kind]
+    if not matches:
+        raise ValueError(f"the model has no {kind} modality (it has {model.modality_names}); cannot embed a {kind} query")
+    if len(matches) > 1:
+        raise ValueError(f"the model has several {kind} modalities {matches}: pick one with --query-modality")
+    return matches[0]
+
+
+def query_index(index_dir: str | os.PathLike, raw: Any, kind: str, top: int = 5, model: Any = None,
+                query_modality: str | None = None) -> list[dict[str, Any]]:
+    """Search an index with one raw query of ``kind`` (text / image / audio) → [{rank, score, id, label, source}]."""
+    from .retrieval import EmbeddingIndex
+
+    index_dir = Path(index_dir)
+    index = EmbeddingIndex.load(index_dir)
+    meta_path = index_dir / RETRIEVAL_META
+    info = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if model is None:
+        if "model_dir" not in info:
+            raise FileNotFoundError(f"{meta_path} is missing: pass the model directory with --model")
+        model, _ = _load_model(info["model_dir"])
+    elif isinstance(model, (str, os.PathLike)):
+        model, _ = _load_model(model)
+    modality = _query_modality(model, kind, query_modality)
+    query = embed_query(model, raw, modality)
+    if query.shape[1] != index.dim:
+        raise ValueError(f"the model embeds into {query.shape[1]} dimensions but the index holds {index.dim}: "
+                         "was it built with another model?")
+    scores, indices = index.search(query, k=top)
+    results = []
+    for rank, (score, row) in enumerate(zip(scores[0].tolist(), indices[0].tolist()), start=1):
+        meta = (index.metadata or [{}] * len(index))[row] or {}
+        results.append({"rank": rank, "score": score, "id": index.ids[row], "label": meta.get("label"),
+                        "source": meta.get("source")})
+    return results
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    if args.retrieve_command == "index":
+        index, info = build_index(args.model, args.data, args.modality, args.out, split=args.split, limit=args.limit,
+                                  batch_size=args.batch_size, dedupe=not args.keep_duplicates)
+        dropped = info["rows"] - info["items"]
+        print(f"indexed {info['items']} {args.modality} items ({index.dim}-d) from {args.data}"
+              f"{f' [{args.split}]' if not Path(args.data).is_file() else ''}"
+              f"{f', {dropped} duplicates skipped' if dropped else ''} → {args.out}")
+        return 0
+    given = [(kind, getattr(args, kind)) for kind in QUERY_KINDS if getattr(args, kind) is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one query: --text STRING, --image FILE or --audio FILE")
+    kind, raw = given[0]
+    if kind != "text" and not Path(raw).is_file():
+        raise FileNotFoundError(f"--{kind} {raw}: no such file")
+    if args.top < 1:
+        raise ValueError(f"--top must be ≥ 1, got {args.top}")
+    results = query_index(args.index, raw, kind, top=args.top, model=args.model, query_modality=args.query_modality)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"top {len(results)} for {kind} query {raw!r}:")
+    for r in results:
+        extra = "  ".join(f"{key} {r[key]}" for key in ("label", "source") if r[key] is not None)
+        print(f"  {r['rank']:>3d}. {r['score']:+.4f}  {r['id']}  {extra}")
+    return 0
+
+
+__all__ = ["add_retrieve_parser", "build_index", "cmd_retrieve", "embed_query", "query_index"]

@@ -1,0 +1,87 @@
+"""`polymodal demo --task align`: align image ↔ audio ↔ text on spoken digits from scratch, then measure.
+
+Three small from-scratch towers (conv nets for the 8×8 digit scans and the log-mel spectrograms, a tiny
+transformer for the texts) are trained with the symmetric InfoNCE loss over the three modality pairs; samples
+of the same digit count as positives of each other (the data pairs an image and a recording by digit only).
+The test split (an unseen speaker, unseen images) then gives cross-modal retrieval R@1/5/10 in every direction
+and zero-shot digit classification of images and recordings from prompts such as "someone says {}", each next
+to its chance level. Results go to out/results.json and out/results.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..model import atomic_write_text
+from .recipe import AlignmentRunConfig, alignment_config_from_dict, jsonable
+
+# The recordings are 8 kHz: computing log-mels at that rate (10 ms hop, 25 ms window) skips resampling,
+# which is ~20× the cost of the features themselves.
+AUDIO_PROCESSOR = {"sample_rate": 8000, "n_fft": 200, "hop_length": 80, "max_seconds": 1.0, "n_mels": 40}
+TEMPLATES = {
+    "image": ["a handwritten {}", "a pen-drawn {}", "a scanned image of a {}"],
+    "audio": ["someone says {}", "a spoken {}", "a recording of a person saying {}"],
+}
+
+
+def demo_config(out_dir: str, epochs: int, seed: int = 0, limit: int | None = None) -> AlignmentRunConfig:
+    """The demo recipe as an AlignmentRunConfig (write it out with config_to_dict to get a YAML recipe)."""
+    from ..data.builtin.spoken_digits import WORDS
+
+    return alignment_config_from_dict({
+        "model": {
+            "modalities": {
+                "image": {"kind": "image", "encoder": "image_cnn", "processor": {"image_size": 16, "channels": 1},
+                          "options": {"channels": [32, 64, 96]}},
+                "audio": {"kind": "audio", "encoder": "audio_cnn", "processor": AUDIO_PROCESSOR,
+                          "options": {"channels": [32, 64, 96]}},
+                "text": {"kind": "text", "encoder": "text_transformer", "options": {"dim": 64, "depth": 1}},
+            },
+            "embed_dim": 64,
+            "projection": "mlp",
+            "objectives": [{"name": "clip"}],
+        },
+        "data": {"name": "spoken-digits", "batch_size": 64, "eval_batch_size": 250, "limit": limit},
+        "train": {"epochs": epochs, "lr": 3e-3, "weight_decay": 0.01, "warmup_ratio": 0.05, "seed": seed,
+                  "progress": False, "out_dir": out_dir, "log_every": 0},
+        "eval": {"class_names": list(WORDS), "templates": TEMPLATES},
+    })
+
+
+def run_alignment_demo(out: str | Path, quick: bool = False, epochs: int | None = None, seed: int = 0,
+                       limit: int | None = None) -> dict[str, Any]:
+    """Train, evaluate on the test split, print and write the table. quick: fewer samples and epochs.
+
+    ``limit`` caps the rows of every split (default: 600 with quick, all otherwise).
+    """
+    from .evaluate import format_alignment_table
+    from .recipe import train_alignment
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    epochs = epochs or (4 if quick else 12)
+    limit = limit if limit is not None else (600 if quick else None)
+    config = demo_config(str(out / "run"), epochs, seed, limit)
+    print(f"polymodal demo --task align: spoken digits, image ↔ audio ↔ text, {epochs} epochs"
+          f"{f', {limit} rows per split' if limit else ''}")
+    started = time.perf_counter()
+    summary = train_alignment(config, verbose=True)
+    seconds = time.perf_counter() - started
+    test = summary["test"]
+    table = format_alignment_table(test, "class")
+    text = (f"# Alignment demo: spoken digits (test split: unseen speaker, unseen images)\n\n"
+            f"{test['num_samples']} test samples, {epochs} epochs, {seconds:.0f} s on CPU. "
+            f"Command: `polymodal demo --task align{' --quick' if quick else ''}`.\n\n{table}\n")
+    print(text)
+    result = {"task": "align", "quick": quick, "epochs": epochs, "limit": limit, "seed": seed, "seconds": seconds,
+              "model_dir": summary["model_dir"], "best_epoch": summary["fit"]["best_epoch"], "test": test}
+    atomic_write_text(out / "results.json", json.dumps(jsonable(result), indent=2, allow_nan=False))
+    atomic_write_text(out / "results.md", text)
+    print(f"results written to {out / 'results.json'} and {out / 'results.md'}")
+    return result
+
+
+__all__ = ["demo_config", "run_alignment_demo"]

@@ -1,0 +1,318 @@
+"""evaluate_alignment: retrieval in both directions for every modality pair + zero-shot, as JSON-ready data.
+
+    report = evaluate_alignment(model, test_loader, class_names=["zero", ...],
+                                templates={"image": ["a handwritten {}"], "audio": ["someone says {}"]})
+    report["retrieval"]["class"]["audio_to_image"]["R@1"], report["zeroshot"]["audio"]["top1"]
+
+Definitions (stated in the report under "definitions"):
+- Recall@K: the fraction of queries with ANY correct item among the top K (CLIP paper, CLIP_benchmark).
+- Instance level: the correct item of query i is its own pair, row i of the other modality. Rows whose
+  content is identical (the same image paired with two recordings: identical embeddings) are the same
+  instance, so an item is also correct when it is a copy of the pair or when its own pair is a copy of the query.
+- Class level (data with labels): every item with the query's label is correct (several positives per query).
+- mean / median rank: 1-based rank of the first correct item; mAP over all correct items; ties pessimistic.
+- Zero-shot: class embedding = mean of the normalised prompt embeddings (templates × class name),
+  prediction = the most similar class; top-1 / top-5 accuracy and mean per-class recall.
+- chance: the expected value of each metric for a random ranking (random prediction), next to it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from math import exp, lgamma
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..types import Batch
+from .metrics import Positives, retrieval_metrics
+from .zeroshot import build_zeroshot_classifier, default_templates, zeroshot_metrics
+
+DEFINITIONS = {
+    "recall_at_k": "fraction of queries with ANY correct item among the top K (CLIP paper / CLIP_benchmark)",
+    "instance": "correct item = the query's own pair (or an identical copy of it)",
+    "class": "correct items = every item with the query's label (several positives per query)",
+    "rank": "1-based rank of the first correct item; ties are counted against the model",
+    "mAP": "mean over queries of the average precision over all correct items",
+    "zeroshot": "class embedding = mean of normalised prompt embeddings; top-1/top-5 accuracy, mean per-class recall",
+    "chance": "expected value of the metric under a uniformly random ranking / prediction",
+}
+
+
+@dataclass
+class CollectedEmbeddings:
+    """Per modality: embeddings [N, E] (zeros where absent) and present [N]; labels [N] or None; ids."""
+
+    embeddings: dict[str, Tensor]
+    present: dict[str, Tensor]
+    labels: Tensor | None
+    ids: list[str]
+    loss: float | None = None
+
+
+@torch.no_grad()
+def collect_embeddings(model: Any, batches: Iterable[Batch], device: torch.device | str | None = None,
+                       with_loss: bool = False) -> CollectedEmbeddings:
+    """Embed every modality of every batch (eval mode). ``with_loss``: also the sample-weighted mean loss,
+    from the same forward pass (batches need ≥ 2 of the model's modalities)."""
+    device = torch.device(device) if device is not None else model.logit_scale.device
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[Tensor]] = defaultdict(list)
+    present: dict[str, list[Tensor]] = defaultdict(list)
+    labels: list[Tensor] = []
+    ids: list[str] = []
+    loss_sum, count, has_labels = 0.0, 0, True
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            names = [m for m in model.modality_names if m in batch.inputs]
+            if with_loss:
+                out = model(batch)
+                loss_sum += float(out.loss) * len(batch)
+                embeddings = out.embeddings
+            else:
+                embeddings = {m: model.encode(batch, m) for m in names}
+            n = len(batch)
+            for m in names:
+                chunks[m].append(embeddings[m].float().cpu())
+                mask = batch.present.get(m)
+                present[m].append(torch.ones(n, dtype=torch.bool) if mask is None else mask.cpu())
+            if batch.labels is None or batch.labels.dim() != 1:
+                has_labels = False
+            else:
+                labels.append(batch.labels.cpu())
+            ids.extend(batch.ids or [str(count + i) for i in range(n)])
+            count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate_alignment: the data yielded no batches")
+    return CollectedEmbeddings(
+        embeddings={m: torch.cat(v) for m, v in chunks.items()},
+        present={m: torch.cat(v) for m, v in present.items()},
+        labels=torch.cat(labels) if has_labels and labels else None,
+        ids=ids,
+        loss=loss_sum / count if with_loss else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- positives
+
+
+def _content_groups(emb: Tensor) -> Tensor:
+    """Group id per row; rows with bit-identical embeddings (identical inputs) share a group."""
+    return torch.unique(emb, dim=0, return_inverse=True)[1]
+
+
+def instance_positives(emb_a: Tensor, emb_b: Tensor) -> Positives:
+    """Query a_i's correct items: b_j with b_j ≡ b_i (a copy of its pair) or a_j ≡ a_i (paired with a copy of it)."""
+    group_a, group_b = _content_groups(emb_a), _content_groups(emb_b)
+    rows_a: dict[int, list[int]] = defaultdict(list)
+    rows_b: dict[int, list[int]] = defaultdict(list)
+    for j, (ga, gb) in enumerate(zip(group_a.tolist(), group_b.tolist())):
+        rows_a[ga].append(j)
+        rows_b[gb].append(j)
+    lists = [sorted(set(rows_a[ga]) | set(rows_b[gb])) for ga, gb in zip(group_a.tolist(), group_b.tolist())]
+    return Positives.from_lists(lists, int(emb_b.shape[0]))
+
+
+def chance_retrieval(n_items: int, positives_per_query: Tensor, ks: Sequence[int]) -> dict[str, float]:
+    """Expected R@k and mean first-positive rank of a uniformly random ranking (hypergeometric)."""
+    out = {}
+    p = positives_per_query.double()
+    p = p[p > 0]
+    if p.numel() == 0 or n_items == 0:
+        return {f"R@{k}": float("nan") for k in ks} | {"mean_rank": float("nan")}
+    values, weights = torch.unique(p, return_counts=True)
+    for k in ks:
+        k_eff = min(k, n_items)
+        miss = 0.0
+        for value, weight in zip(values.tolist(), weights.tolist()):
+            negatives = n_items - int(value)
+            if negatives >= k_eff:  # P(no positive in top k) = C(N-P, k) / C(N, k)
+                log = (lgamma(negatives + 1) - lgamma(negatives - k_eff + 1)
+                       - lgamma(n_items + 1) + lgamma(n_items - k_eff + 1))
+                miss += weight * exp(log)
+        out[f"R@{k}"] = 1.0 - miss / p.numel()
+    out["mean_rank"] = float(((n_items + 1) / (p + 1)).mean())
+    return out
+
+
+def _counts(positives: Positives, n_queries: int) -> Tensor:
+    """Number of correct items per query."""
+    if positives.query_labels is not None:
+        item = positives.item_labels.view(1, -1)
+        return torch.cat([(positives.query_labels[i : i + 4096].view(-1, 1) == item).sum(1)
+                          for i in range(0, n_queries, 4096)])
+    return positives.indptr[1:] - positives.indptr[:-1]
+
+
+def _direction(queries: Tensor, items: Tensor, positives: Positives, ks: Sequence[int], chunk_size: int
+               ) -> dict[str, Any]:
+    metrics: dict[str, Any] = retrieval_metrics(queries, items, positives, ks=ks, chunk_size=chunk_size)
+    metrics["chance"] = chance_retrieval(int(items.shape[0]), _counts(positives, int(queries.shape[0])), ks)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def evaluate_alignment(
+    model: Any,
+    loader_or_batches: Iterable[Batch] | CollectedEmbeddings,
+    *,
+    modalities: Sequence[str] | None = None,
+    pairs: Sequence[Sequence[str]] | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    instance: bool = True,
+    by_label: bool = True,
+    zeroshot: bool = True,
+    class_names: Sequence[str] | None = None,
+    templates: dict[str, Sequence[str]] | Sequence[str] | None = None,
+    text_modality: str | None = None,
+    device: torch.device | str | None = None,
+    with_loss: bool = False,
+    chunk_size: int = 1024,
+) -> dict[str, Any]:
+    """Retrieval (both directions of every pair) + zero-shot of an aligned model on labelled or pair data.
+
+    → {"definitions", "num_samples", "loss" (with_loss), "retrieval": {"instance"|"class": {"a_to_b": {"R@1",
+    ..., "mean_rank", "median_rank", "mAP", "num_queries", "chance": {...}}}}, "zeroshot": {modality: {"top1",
+    "top5", "mean_per_class_recall", "chance": {...}, "templates"}}, "summary": {"mean_R@1", ...}}.
+    Each pair is evaluated over the samples that have both modalities. Zero-shot runs for every non-text
+    modality when the model has a text modality, the data has labels and ``class_names`` (label order) are
+    given; ``templates``: one list for all modalities or {modality: [...]} (default: the kind's templates).
+    Floats may be NaN (e.g. no labelled queries); ``recipe.jsonable`` turns them into null for JSON.
+    """
+    data = loader_or_batches if isinstance(loader_or_batches, CollectedEmbeddings) else collect_embeddings(
+        model, loader_or_batches, device, with_loss)
+    names = list(modalities or [m for m in model.modality_names if m in data.embeddings])
+    missing = [m for m in names if m not in data.embeddings]
+    if missing:
+        raise KeyError(f"the data has no {missing} inputs; it has {sorted(data.embeddings)}")
+    if pairs is None:
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    report: dict[str, Any] = {"definitions": DEFINITIONS, "num_samples": len(data.ids)}
+    if data.loss is not None:
+        report["loss"] = data.loss
+    levels: dict[str, dict[str, Any]] = {}
+    for a, b in pairs:
+        rows = torch.nonzero(data.present[a] & data.present[b]).view(-1)
+        if rows.numel() == 0:
+            continue
+        emb_a, emb_b = data.embeddings[a][rows], data.embeddings[b][rows]
+        if instance:
+            forward = instance_positives(emb_a, emb_b)
+            levels.setdefault("instance", {})[f"{a}_to_{b}"] = _direction(emb_a, emb_b, forward, ks, chunk_size)
+            levels["instance"][f"{b}_to_{a}"] = _direction(emb_b, emb_a, forward.transpose(), ks, chunk_size)
+        if by_label and data.labels is not None:
+            labels = data.labels[rows]
+            forward = Positives.from_labels(labels, labels)
+            levels.setdefault("class", {})[f"{a}_to_{b}"] = _direction(emb_a, emb_b, forward, ks, chunk_size)
+            levels["class"][f"{b}_to_{a}"] = _direction(emb_b, emb_a, forward.transpose(), ks, chunk_size)
+    report["retrieval"] = levels
+    if zeroshot and class_names is not None and data.labels is not None:
+        report["zeroshot"] = _zeroshot(model, data, names, class_names, templates, text_modality)
+    report["summary"] = _summary(report, ks)
+    return report
+
+
+def _zeroshot(model: Any, data: CollectedEmbeddings, names: list[str], class_names: Sequence[str],
+              templates: dict[str, Sequence[str]] | Sequence[str] | None, text_modality: str | None) -> dict[str, Any]:
+    kinds = {m: model.config.modalities[m].kind for m in model.modality_names}
+    text = text_modality or next((m for m in model.modality_names if kinds[m] == "text"), None)
+    if text is None:
+        return {}
+    num_classes = len(class_names)
+    if data.labels is not None and int(data.labels.max()) >= num_classes:
+        raise ValueError(f"labels go up to {int(data.labels.max())} but only {num_classes} class_names were given")
+    out: dict[str, Any] = {}
+    for m in names:
+        if m == text or kinds[m] == "text":
+            continue
+        chosen = templates.get(m) if isinstance(templates, dict) else templates
+        chosen = list(chosen) if chosen else default_templates(kinds[m])
+        classifier = build_zeroshot_classifier(model, list(class_names), chosen, text_modality=text).cpu()
+        keep = data.present[m]
+        if not keep.any():
+            continue
+        logits = data.embeddings[m][keep] @ classifier.T
+        metrics: dict[str, Any] = zeroshot_metrics(logits, data.labels[keep], num_classes)
+        metrics["num_samples"] = int(keep.sum())
+        metrics["chance"] = {"top1": 1 / num_classes, "top5": min(5, num_classes) / num_classes,
+                             "mean_per_class_recall": 1 / num_classes}
+        metrics["templates"] = chosen
+        out[m] = metrics
+    return out
+
+
+def _summary(report: dict[str, Any], ks: Sequence[int]) -> dict[str, float]:
+    """Mean R@k over every direction (class level when available, else instance level) and mean zero-shot top-1."""
+    levels = report["retrieval"]
+    level = "class" if "class" in levels else "instance"
+    directions = levels.get(level, {})
+    summary: dict[str, Any] = {"retrieval_level": level}
+    for k in ks:
+        values = [d[f"R@{k}"] for d in directions.values() if d[f"R@{k}"] == d[f"R@{k}"]]
+        summary[f"mean_R@{k}"] = sum(values) / len(values) if values else float("nan")
+    if report.get("zeroshot"):
+        tops = [m["top1"] for m in report["zeroshot"].values()]
+        summary["mean_zeroshot_top1"] = sum(tops) / len(tops)
+    return summary
+
+
+def is_alignment_model_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` (or its best/ subdirectory, for a run directory) holds a saved AlignmentModel."""
+    import json
+
+    from .model import ARCHITECTURE
+
+    for candidate in (Path(path), Path(path) / "best"):
+        config = candidate / "config.json"
+        if config.is_file() and (candidate / "model.safetensors").is_file():
+            try:
+                return json.loads(config.read_text()).get("architecture") == ARCHITECTURE
+            except (OSError, ValueError):
+                return False
+    return False
+
+
+def format_alignment_table(report: dict[str, Any], level: str | None = None) -> str:
+    """Markdown table: one row per retrieval direction (R@k with chance) and per zero-shot modality."""
+    levels = report.get("retrieval", {})
+    level = level or ("class" if "class" in levels else "instance")
+    directions = levels.get(level, {})
+    ks = sorted(int(key[2:]) for key in next(iter(directions.values()), {}) if key.startswith("R@"))
+    header = "| task | " + " | ".join(f"R@{k} (chance)" for k in ks) + " | mean rank | mAP |"
+    lines = [f"Retrieval ({level} level: {DEFINITIONS[level]}; R@K = {DEFINITIONS['recall_at_k']})", "",
+             header, "|" + "---|" * (len(ks) + 3)]
+    for name, m in directions.items():
+        cells = [f"{m[f'R@{k}']:.3f} ({m['chance'][f'R@{k}']:.3f})" for k in ks]
+        lines.append(f"| {name.replace('_to_', ' → ')} | " + " | ".join(cells)
+                     + f" | {m['mean_rank']:.1f} | {m.get('mAP', float('nan')):.3f} |")
+    if report.get("zeroshot"):
+        lines += ["", "Zero-shot classification (" + DEFINITIONS["zeroshot"] + ")", "",
+                  "| modality | top-1 (chance) | top-5 (chance) | mean per-class recall (chance) |", "|---|---|---|---|"]
+        for m, z in report["zeroshot"].items():
+            c = z["chance"]
+            lines.append(f"| {m} | {z['top1']:.3f} ({c['top1']:.3f}) | {z['top5']:.3f} ({c['top5']:.3f}) | "
+                         f"{z['mean_per_class_recall']:.3f} ({c['mean_per_class_recall']:.3f}) |")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CollectedEmbeddings",
+    "DEFINITIONS",
+    "chance_retrieval",
+    "collect_embeddings",
+    "evaluate_alignment",
+    "format_alignment_table",
+    "instance_positives",
+    "is_alignment_model_dir",
+]

@@ -1,0 +1,249 @@
+"""The alignment recipe, top to bottom: config → data → AlignmentModel → Trainer → best model → test metrics.
+
+A config has the same data / train sections as a classification config; ``model`` is an AlignmentConfig and
+an optional ``eval`` section names the zero-shot classes and prompt templates::
+
+    model:
+      modalities: {image: {kind: image, processor: {image_size: 16, channels: 1}}, text: {kind: text}}
+      embed_dim: 64
+      objectives: [{name: clip}]
+    data: {name: spoken-digits, batch_size: 64}
+    train: {epochs: 5, lr: 2.0e-3}            # monitor defaults to val_loss (min) here
+    eval: {class_names: [zero, one, ...], templates: {image: ["a handwritten {}"]}}
+
+    config = load_alignment_config("align.yaml", ["train.epochs=3"])
+    summary = train_alignment(config)          # run_dir/best = AlignmentModel.save_pretrained
+
+Labels are optional (pure pair data); when present, samples of the same label count as positives of each
+other in the contrastive losses and in class-level retrieval, and enable zero-shot evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    config_to_dict,
+    from_dict,
+    read_config_file,
+)
+from ..model import atomic_write_text
+from .model import AlignmentConfig, AlignmentModel
+
+
+@dataclass
+class AlignmentEvalConfig:
+    class_names: list[str] | None = None  # zero-shot class names in label order; default: the labels (digits: words)
+    templates: dict[str, list[str]] = field(default_factory=dict)  # per modality name, strings with one "{}"
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    retrieval_metric: bool = True  # also log val_retrieval_R@1 each epoch (from the same pass as val_loss)
+
+
+@dataclass
+class AlignmentRunConfig:
+    model: AlignmentConfig = field(default_factory=AlignmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(monitor="val_loss", monitor_mode="min"))
+    eval: AlignmentEvalConfig = field(default_factory=AlignmentEvalConfig)
+
+
+def is_alignment_config(data: dict[str, Any]) -> bool:
+    """True for plain config data whose model section is an alignment model (it names objectives/embed_dim)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    return isinstance(model, dict) and bool({"objectives", "embed_dim", "pairs"} & set(model))
+
+
+def alignment_config_from_dict(data: dict[str, Any]) -> AlignmentRunConfig:
+    """Plain data → AlignmentRunConfig. train.monitor defaults to val_loss (mode min): there is no accuracy."""
+    data = dict(data)
+    train = dict(data.get("train") or {})
+    if "monitor" not in train:
+        train["monitor"] = "val_loss"
+        train.setdefault("monitor_mode", "min")
+    data["train"] = train
+    return from_dict(AlignmentRunConfig, data)
+
+
+def load_alignment_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AlignmentRunConfig:
+    data = read_config_file(path) if path is not None else {}
+    apply_overrides(data, overrides or [])
+    return alignment_config_from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _shim_config(config: AlignmentRunConfig) -> Config:
+    """The classification Config the data layer reads (modalities, data, seed); the head is unused."""
+    return Config(model=ModelConfig(modalities=dict(config.model.modalities)), data=config.data, train=config.train)
+
+
+def default_class_names(config: AlignmentRunConfig, labels: list[str]) -> list[str]:
+    if config.eval.class_names is not None:
+        if len(config.eval.class_names) != len(labels):
+            raise ConfigError(f"eval.class_names has {len(config.eval.class_names)} names for {len(labels)} labels "
+                              f"{labels}")
+        return list(config.eval.class_names)
+    if config.data.name == "spoken-digits":
+        from ..data.builtin.spoken_digits import WORDS
+
+        return [WORDS[int(label)] for label in labels]
+    return list(labels)
+
+
+def prepare_alignment_data(config: AlignmentRunConfig, splits: tuple[str, ...] = ("train", "val", "test"),
+                           processors: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, DataLoader], list[str]]:
+    """Processors, loaders and the label list ([] for unlabelled pair data) of the configured splits."""
+    from ..data import MultimodalDataset, build_processors, collect_labels, load_split_rows, read_manifest
+    from ..data.errors import DataError
+    from ..data.manifest import validate_rows
+
+    shim = _shim_config(config)
+    processors = processors or build_processors(config.model.modalities)
+    rows_by_split = {}
+    for split in splits:
+        if config.data.name:
+            rows = load_split_rows(shim, split)
+        else:
+            path = getattr(config.data, split, None)
+            rows = None if not path else read_manifest(path, config.model.modalities, config.data.label_column,
+                                                       config.data.id_column, require_label=False,
+                                                       limit=config.data.limit)
+        if rows is not None:
+            rows_by_split[split] = rows
+    if "train" in splits and "train" not in rows_by_split:
+        raise DataError("alignment training needs a train split: set data.name or data.train")
+    if not rows_by_split:
+        raise DataError(f"config.data provides none of the splits {list(splits)}")
+    if config.data.name:  # a built-in set knows its labels; a small subset may miss some of them
+        from ..data import get_dataset
+
+        labels = list(get_dataset(config.data.name).labels)
+    else:
+        labels = collect_labels(rows_by_split.get("train") or [r for rows in rows_by_split.values() for r in rows])
+    label_to_index = {label: i for i, label in enumerate(labels)}
+    generator = torch.Generator().manual_seed(config.train.seed)
+    loaders = {}
+    for split, rows in rows_by_split.items():
+        kept, problems = validate_rows(rows, processors, labels or None, config.data.on_error, require_label=False,
+                                       source=f"{split} split")
+        dataset = MultimodalDataset(kept, processors, label_to_index)
+        dataset.skipped = problems
+        is_train = split == "train"
+        loaders[split] = DataLoader(dataset, batch_size=config.data.batch_size if is_train else config.data.eval_batch_size,
+                                    shuffle=is_train, generator=generator if is_train else None,
+                                    num_workers=config.data.num_workers, persistent_workers=config.data.num_workers > 0,
+                                    collate_fn=dataset.collate)
+    return processors, loaders, labels
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def make_evaluate_fn(config: AlignmentRunConfig):
+    """Trainer evaluate_fn: mean val loss, and (eval.retrieval_metric) mean R@1 over every retrieval direction
+    (class-level when the data has labels, else instance-level) → logged as val_loss, val_retrieval_R@1."""
+    from .evaluate import evaluate_alignment
+
+    def evaluate(model: AlignmentModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
+        report = evaluate_alignment(model, loader, device=device, ks=(1,), with_loss=True, zeroshot=False,
+                                    instance=True)
+        metrics = {"loss": report["loss"]}
+        if config.eval.retrieval_metric:
+            metrics["retrieval_R@1"] = report["summary"]["mean_R@1"]
+        return metrics
+
+    return evaluate
+
+
+def train_alignment(
+    config: AlignmentRunConfig,
+    resume: bool = False,
+    run_dir: str | Path | None = None,
+    verbose: bool = True,
+    prepared: tuple[dict[str, Any], dict[str, DataLoader], list[str]] | None = None,
+    evaluate_test: bool = True,
+) -> dict[str, Any]:
+    """Train per ``config``; write the run directory (best/, metrics.json with test metrics); return a summary."""
+    from ..training import Trainer, seed_everything
+    from .evaluate import evaluate_alignment
+
+    run_dir = Path(run_dir or config.train.out_dir)
+    seed_everything(config.train.seed)
+    processors, loaders, labels = prepared if prepared is not None else prepare_alignment_data(config)
+    model = AlignmentModel(config.model)
+    model._processors = {name: processors[name] for name in config.model.modalities}
+    counts = model.parameter_counts()
+    if verbose:
+        objectives = " + ".join(f"{o.weight:g}·{o.name}" for o in config.model.objectives)
+        print(f"alignment model: {', '.join(model.modality_names)} → {config.model.embed_dim}-d | {objectives} | "
+              f"params {counts['total']:,}")
+    class_names = default_class_names(config, labels) if labels else None
+    trainer = Trainer(model, config.train, loaders["train"], val_loader=loaders.get("val"), run_dir=run_dir,
+                      config=config, evaluate_fn=make_evaluate_fn(config))
+    started = time.perf_counter()
+    fit = trainer.fit(resume=resume)
+    train_seconds = time.perf_counter() - started
+    best_dir = run_dir / "best"
+    best = AlignmentModel.from_pretrained(best_dir) if (best_dir / "model.safetensors").exists() else model.eval()
+    best._processors = model._processors
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "model_dir": str(best_dir),
+        "fit": fit,
+        "train_seconds": train_seconds,
+        "parameters": counts,
+        "labels": labels,
+        "class_names": class_names,
+        "config": config_to_dict(config),
+    }
+    if evaluate_test and loaders.get("test") is not None:
+        summary["test"] = evaluate_alignment(best, loaders["test"], device=trainer.device, ks=config.eval.ks,
+                                             class_names=class_names, templates=config.eval.templates or None)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(jsonable(summary), indent=2, allow_nan=False))
+    return summary
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data: tensors → lists, NaN/inf → None, dataclasses → dicts."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return jsonable(value.tolist())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if hasattr(value, "item") and callable(value.item):
+        return jsonable(value.item())
+    return value
+
+
+__all__ = [
+    "AlignmentEvalConfig",
+    "AlignmentRunConfig",
+    "alignment_config_from_dict",
+    "is_alignment_config",
+    "load_alignment_config",
+    "make_evaluate_fn",
+    "prepare_alignment_data",
+    "train_alignment",
+]

@@ -1,0 +1,138 @@
+"""``polymodal eval --compare RUN_A RUN_B``: is A's headline metric really different from B's?
+
+Both systems are scored on the same resampled test samples (paired bootstrap, Koehn 2004): samples are
+matched by id, so the two runs may have been evaluated in a different order or on partly different rows
+(only the shared ids count, and the report says how many were left out). Each side is either an eval
+directory / predictions.json written by ``polymodal eval``, or a run / model directory, which is then
+evaluated on the split it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRICS = ("accuracy", "macro_f1")
+
+
+def _predictions_file(path: Path, split: str) -> Path | None:
+    if path.is_file():
+        return path
+    for candidate in (path / "predictions.json", path / f"eval_{split}" / "predictions.json",
+                      path.parent / f"eval_{split}" / "predictions.json" if path.name == "best" else None):
+        if candidate is not None and candidate.exists():
+            return candidate
+    return None
+
+
+def load_predictions(path: str | Path, data: str | None = None, split: str = "test") -> dict[str, Any]:
+    """{ids, y_true, probs, labels, task, source} from predictions.json, or by evaluating the model at ``path``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    found = _predictions_file(path, split)
+    if found is not None:
+        try:
+            payload = json.loads(found.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{found} is not valid JSON: {err}") from err
+        missing = [k for k in ("ids", "y_true", "probs", "labels") if k not in payload]
+        if missing:
+            raise ValueError(f"{found} lacks {missing}: is it a predictions.json written by `polymodal eval`?")
+        payload["source"] = str(found)
+        return payload
+    from ..pipeline import prepare
+    from .classification import predict_loader
+    from .report import eval_config_for, is_alignment, load_any_model
+
+    model, model_dir = load_any_model(path)
+    if is_alignment(model):
+        raise ValueError(f"{model_dir} is an alignment model: --compare works on classifiers' predictions")
+    config = eval_config_for(model, data, split)
+    _, loaders, _ = prepare(config, splits=(split,))
+    y_true, probs, ids = predict_loader(model, loaders[split])
+    if y_true is None:
+        raise ValueError(f"the {split} data of {model_dir} has no labels")
+    return {"ids": ids, "y_true": y_true.tolist(), "probs": probs.tolist(), "labels": list(model.labels),
+            "task": model.task, "source": str(model_dir)}
+
+
+def align_predictions(a: dict[str, Any], b: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Match two prediction sets by sample id → (y_true, pred_a, pred_b) over the shared ids (A's order)."""
+    if list(a["labels"]) != list(b["labels"]):
+        raise ValueError(f"the runs predict different label sets: {a['labels']} vs {b['labels']}")
+    if a.get("task", "multiclass") == "multilabel" or b.get("task", "multiclass") == "multilabel":
+        raise ValueError("--compare supports single-label (multiclass / binary) predictions")
+    for side in (a, b):
+        if len(set(side["ids"])) != len(side["ids"]):
+            dup = next(i for i in side["ids"] if side["ids"].count(i) > 1)
+            raise ValueError(f"{side.get('source')}: sample id {dup!r} occurs more than once; ids must be unique")
+    index_b = {str(i): k for k, i in enumerate(b["ids"])}
+    rows_a = [k for k, i in enumerate(a["ids"]) if str(i) in index_b]
+    if not rows_a:
+        raise ValueError(f"{a.get('source')} and {b.get('source')} share no sample ids: were they evaluated on the same data?")
+    rows_b = [index_b[str(a["ids"][k])] for k in rows_a]
+    y_a = np.asarray(a["y_true"]).reshape(-1)[rows_a]
+    y_b = np.asarray(b["y_true"]).reshape(-1)[rows_b]
+    if not np.array_equal(y_a, y_b):
+        bad = int(np.nonzero(y_a != y_b)[0][0])
+        raise ValueError(f"sample {a['ids'][rows_a[bad]]!r} has label {y_a[bad]} in A but {y_b[bad]} in B")
+    pred_a = np.asarray(a["probs"])[rows_a].argmax(axis=1)
+    pred_b = np.asarray(b["probs"])[rows_b].argmax(axis=1)
+    counts = {"shared": len(rows_a), "only_a": len(a["ids"]) - len(rows_a), "only_b": len(b["ids"]) - len(rows_a)}
+    return y_a.astype(np.int64), pred_a, pred_b, counts
+
+
+def compare_predictions(a: dict[str, Any], b: dict[str, Any], metric: str = "accuracy", n_resamples: int = 1000,
+                        seed: int = 0, confidence: float = 0.95, alpha: float = 0.05) -> dict[str, Any]:
+    """Paired bootstrap of metric(A) − metric(B) on the shared samples: difference, CI, p-value, verdict."""
+    from .bootstrap import accuracy_metric, macro_f1_for, paired_bootstrap
+
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    y, pred_a, pred_b, counts = align_predictions(a, b)
+    fn = accuracy_metric if metric == "accuracy" else macro_f1_for(len(a["labels"]))
+    result = paired_bootstrap(fn, y, pred_a, pred_b, n_resamples=n_resamples, confidence=confidence, seed=seed,
+                              alpha=alpha)
+    result.update(metric=metric, seed=seed, run_a=a.get("source"), run_b=b.get("source"), samples=counts,
+                  disagreements=int((pred_a != pred_b).sum()))
+    if result["significant"]:
+        better = "A" if result["difference"] > 0 else "B"
+        result["verdict"] = (f"{better} is better: the {metric} difference is significant "
+                             f"(p = {result['p_value']:.4f} < {alpha})")
+    else:
+        result["verdict"] = (f"no significant {metric} difference (p = {result['p_value']:.4f} >= {alpha}): "
+                             "do not read the gap as a real improvement")
+    return result
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "accuracy", n_resamples: int = 1000,
+                 seed: int = 0, data: str | None = None, split: str = "test", alpha: float = 0.05) -> dict[str, Any]:
+    """Load (or compute) both runs' predictions and compare them with :func:`compare_predictions`."""
+    a = load_predictions(run_a, data, split)
+    b = load_predictions(run_b, data, split)
+    return compare_predictions(a, b, metric, n_resamples, seed, alpha=alpha)
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    pct = int(round(100 * result["confidence"]))
+    counts = result["samples"]
+    lines = [
+        f"A: {result['run_a']}",
+        f"B: {result['run_b']}",
+        f"{result['metric']}: A {result['metric_a']:.4f}  B {result['metric_b']:.4f}  "
+        f"difference A−B {result['difference']:+.4f}  {pct}% CI [{result['ci_low']:+.4f}, {result['ci_high']:+.4f}]",
+        f"paired bootstrap: {result['n_resamples']} resamples (seed {result['seed']}), {counts['shared']} shared samples"
+        + (f" ({counts['only_a']} only in A, {counts['only_b']} only in B left out)" if counts["only_a"] or counts["only_b"] else "")
+        + f", {result['disagreements']} with different predictions",
+        result["verdict"],
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["compare_runs", "compare_predictions", "load_predictions", "align_predictions", "format_comparison"]

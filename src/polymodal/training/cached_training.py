@@ -1,0 +1,123 @@
+"""Train fusion + head from the feature cache: the glue between :mod:`.feature_cache` and the Trainer.
+
+``pipeline.train`` calls :func:`cached_training_setup` after ``apply_finetune``. Every modality whose encoder is
+frozen (no trainable weight, locked in eval mode) and whose input augmentation is off is encoded once per split
+into ``<cache_dir>/<split>/<modality>/<key>/`` (key: encoder fingerprint + data fingerprint, see FeatureCache);
+the Trainer then trains a :class:`CachedFeatureModel` that reads those outputs by sample id. When every modality
+is cached, the train / val loaders read the cache alone (no raw data is touched).
+
+The wrapped model is the real model: ``save_pretrained`` (the Trainer's best model) writes the full model,
+encoders included, which loads and predicts on raw inputs like any other.
+
+``finetune.cache_features``: ``auto`` caches whatever qualifies; ``on`` also raises when a frozen encoder cannot be
+cached (e.g. augmentation on) or nothing qualifies; ``off`` never caches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .feature_cache import CachedFeatureDataset, CachedFeatureModel, FeatureCache, cacheable, cached_loader
+from .finetune import parse_finetune_config
+
+CACHED_SPLITS = ("train", "val")  # test is evaluated by the saved model on raw inputs
+
+
+def _frozen(encoder: nn.Module) -> bool:
+    return not any(p.requires_grad for p in encoder.parameters())
+
+
+def cached_training_setup(
+    model: nn.Module,
+    loaders: dict[str, DataLoader | None],
+    config: Any,
+    run_dir: str | Path,
+    verbose: bool = False,
+) -> tuple[nn.Module, dict[str, DataLoader | None], dict[str, Any] | None]:
+    """What to hand the Trainer: ``(model_to_train, loaders, report)``.
+
+    Without a cacheable modality this returns ``(model, loaders, None)`` unchanged. Otherwise the model is a
+    CachedFeatureModel over ``model``, the train/val loaders read the cache when every modality is cached, and
+    ``report`` (for metrics.json) says per split and modality: hit / miss / stale, why, samples, bytes, seconds.
+    """
+    cfg = parse_finetune_config(getattr(config, "finetune", None))
+    if cfg.cache_features == "off":
+        return model, loaders, None
+    augment = bool(getattr(config.data, "augment", False))
+    cached, skipped = [], {}
+    for name, encoder in model.encoders.items():
+        if not _frozen(encoder):
+            continue  # a training encoder: nothing to cache, and not worth reporting
+        ok, why = cacheable(model, name, loaders.get("train"))
+        if ok and augment:
+            ok, why = False, "input augmentation is on (data.augment)"
+        if ok:
+            cached.append(name)
+        else:
+            skipped[name] = why
+    if cfg.cache_features == "on" and (skipped or not cached):
+        reasons = "; ".join(f"{n}: {w}" for n, w in skipped.items()) or "no encoder is frozen"
+        raise ValueError(f"finetune.cache_features=on but the features cannot be cached ({reasons})")
+    if not cached:
+        return model, loaders, None
+
+    root = Path(cfg.cache_dir) if cfg.cache_dir else Path(run_dir) / "feature_cache"
+    features, reports = {}, {}
+    for split in CACHED_SPLITS:
+        loader = loaders.get(split)
+        if loader is None:
+            continue
+        cache = FeatureCache(root / split)
+        # Iterating a DataLoader draws its base seed from the global RNG; restore it so that caching leaves
+        # dropout masks and the rest of training exactly as they would be without the cache.
+        with torch.random.fork_rng(devices=[]):
+            split_reports = cache.prepare(model, loader, modalities=cached, verbose=verbose)
+        features[split] = cache.load(split_reports)
+        reports[split] = {name: vars(report) for name, report in split_reports.items()}
+
+    all_cached = len(cached) == len(model.encoders)
+    new_loaders = dict(loaders)
+    if all_cached:
+        # No encoder runs at all: batches come straight from the cache (ids, presence, labels).
+        train = loaders["train"]
+        seed = int(getattr(config.train, "seed", 0))
+        new_loaders["train"] = cached_loader(features["train"], batch_size=train.batch_size, shuffle=True, seed=seed)
+        if "val" in features:
+            val = loaders["val"]
+            dataset = CachedFeatureDataset(features["val"])
+            # Same generator as the raw loader: each validation pass then draws from the global RNG (or not)
+            # exactly as the raw loader would.
+            new_loaders["val"] = DataLoader(dataset, batch_size=val.batch_size, shuffle=False,
+                                            collate_fn=dataset.collate, generator=val.generator)
+    # One wrapper serves train and val: the two splits have disjoint sample ids, so their features merge.
+    merged = {name: _merge([features[s][name] for s in features]) for name in cached}
+    report = {"directory": str(root), "modalities": cached, "skipped": skipped, "all_cached": all_cached,
+              "splits": reports}
+    return CachedFeatureModel(model, merged), new_loaders, report
+
+
+def _merge(parts: list[Any]) -> Any:
+    """One CachedFeatures over several splits' caches (rows concatenated, padded to a common token length)."""
+    from ..data import pad_stack
+    from .feature_cache import CachedFeatures
+
+    if len(parts) == 1:
+        return parts[0]
+    ids = [i for part in parts for i in part.ids]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(f"feature cache: train and val share sample ids {dupes}; ids must be unique across splits")
+    keys = set.intersection(*(set(p.tensors) for p in parts))
+    tensors = {}
+    for key in keys:
+        rows = [row for part in parts for row in part.tensors[key]]
+        tensors[key] = pad_stack(rows, False if key == "mask" else 0)
+    return CachedFeatures(ids, tensors, parts[0].store)
+
+
+__all__ = ["cached_training_setup"]
