@@ -143,7 +143,8 @@ def cmd_export_data(args: argparse.Namespace) -> int:
     from .data import export_dataset
 
     paths = export_dataset(args.name, args.out, limit=args.limit)
-    print(f"exported {args.name} to {args.out}: {paths}")
+    listing = ", ".join(f"{split}: {path}" for split, path in paths.items()) if isinstance(paths, dict) else paths
+    print(f"exported {args.name} to {args.out} ({listing})")
     return 0
 
 

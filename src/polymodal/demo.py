@@ -23,6 +23,7 @@ IMAGE = {"kind": "image", "encoder": "image_cnn", "processor": {"image_size": 16
 AUDIO = {
     "kind": "audio",
     "encoder": "audio_cnn",
+    "options": {"channels": [16, 32, 64]},
     # FSDD is recorded at 8 kHz: keep that rate (no resampling), 32 ms windows, 10 ms hops.
     "processor": {"sample_rate": 8000, "n_fft": 256, "hop_length": 80, "n_mels": 40, "max_seconds": 1.0},
 }

@@ -67,7 +67,7 @@ def train(
     processors = {name: processors[name] for name in config.model.modalities}
     model = MultimodalModel(config.model)
     model._processors = processors  # the same processors go into the saved model directory
-    model.data_config = config_to_dict(config.data)
+    model.data_config = _absolute_data_paths(config_to_dict(config.data))
     finetune_summary = _apply_finetune(model, config)
     counts = model.parameter_counts()
     if verbose:
@@ -106,6 +106,14 @@ def train(
         summary["test"] = evaluate_model(best, loaders["test"], device=trainer.device if hasattr(trainer, "device") else "cpu")
     atomic_write_text(run_dir / "metrics.json", json.dumps(_jsonable(summary), indent=2))
     return summary
+
+
+def _absolute_data_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """Manifest paths as absolute paths, so `polymodal eval MODEL_DIR` finds the test split from any directory."""
+    return {
+        key: str(Path(value).resolve()) if key in ("train", "val", "test") and value else value
+        for key, value in data.items()
+    }
 
 
 def _apply_finetune(model: MultimodalModel, config: Config) -> dict[str, Any] | None:

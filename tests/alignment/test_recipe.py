@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from polymodal.alignment import AlignmentModel
+from polymodal.alignment.evaluate import evaluate_alignment_path
 from polymodal.alignment.recipe import (
     alignment_config_from_dict,
     is_alignment_config,
@@ -51,6 +52,10 @@ def test_tiny_run_trains_saves_best_and_reports_test_metrics(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["class_names"][7] == "seven"
     assert 0.0 <= metrics["test"]["retrieval"]["class"]["audio_to_image"]["R@1"] <= 1.0
+    # Re-evaluating the saved run (data + class names from its config.yaml) gives the same numbers.
+    again = evaluate_alignment_path(run, split="test")
+    assert again["retrieval"]["class"]["audio_to_image"]["R@1"] == pytest.approx(test["retrieval"]["class"]["audio_to_image"]["R@1"])
+    assert again["zeroshot"]["audio"]["top1"] == pytest.approx(test["zeroshot"]["audio"]["top1"])
 
 
 def test_saved_model_reproduces_embeddings(tmp_path):

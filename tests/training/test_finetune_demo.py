@@ -9,9 +9,10 @@ import time
 def test_finetune_demo_quick_smoke(tmp_path):
     from polymodal.training.finetune_demo import run_finetune_demo
 
-    started = time.perf_counter()
+    # CPU time, not wall time: on a shared machine the wall clock measures the neighbours too.
+    started = time.process_time()
     result = run_finetune_demo(tmp_path, quick=True, epochs=1, limit=30, strategies=["frozen + cache", "lora r=8"])
-    assert time.perf_counter() - started < 60
+    assert time.process_time() - started < 60
     rows = {r["strategy"]: r for r in result["rows"]}
     assert set(rows) == {"frozen + cache", "lora r=8"}
     assert rows["frozen + cache"]["feature_cache"] == "miss"

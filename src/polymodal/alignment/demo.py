@@ -20,7 +20,7 @@ from .recipe import AlignmentRunConfig, alignment_config_from_dict, jsonable
 
 # The recordings are 8 kHz: computing log-mels at that rate (10 ms hop, 25 ms window) skips resampling,
 # which is ~20× the cost of the features themselves.
-AUDIO_PROCESSOR = {"sample_rate": 8000, "n_fft": 200, "hop_length": 80, "max_seconds": 1.0, "n_mels": 40}
+AUDIO_PROCESSOR = {"sample_rate": 8000, "n_fft": 200, "hop_length": 80, "max_seconds": 1.0, "n_mels": 32}
 TEMPLATES = {
     "image": ["a handwritten {}", "a pen-drawn {}", "a scanned image of a {}"],
     "audio": ["someone says {}", "a spoken {}", "a recording of a person saying {}"],
@@ -37,7 +37,7 @@ def demo_config(out_dir: str, epochs: int, seed: int = 0, limit: int | None = No
                 "image": {"kind": "image", "encoder": "image_cnn", "processor": {"image_size": 16, "channels": 1},
                           "options": {"channels": [32, 64, 96]}},
                 "audio": {"kind": "audio", "encoder": "audio_cnn", "processor": AUDIO_PROCESSOR,
-                          "options": {"channels": [32, 64, 96]}},
+                          "options": {"channels": [16, 32, 64]}},
                 "text": {"kind": "text", "encoder": "text_transformer", "options": {"dim": 64, "depth": 1}},
             },
             "embed_dim": 64,
@@ -45,7 +45,7 @@ def demo_config(out_dir: str, epochs: int, seed: int = 0, limit: int | None = No
             "objectives": [{"name": "clip"}],
         },
         "data": {"name": "spoken-digits", "batch_size": 64, "eval_batch_size": 250, "limit": limit},
-        "train": {"epochs": epochs, "lr": 3e-3, "weight_decay": 0.01, "warmup_ratio": 0.05, "seed": seed,
+        "train": {"epochs": epochs, "lr": 5e-3, "weight_decay": 0.01, "warmup_ratio": 0.05, "seed": seed,
                   "progress": False, "out_dir": out_dir, "log_every": 0},
         "eval": {"class_names": list(WORDS), "templates": TEMPLATES},
     })
