@@ -347,10 +347,13 @@ NOTES = [
     "caption fills the context), both exact since nothing else reaches the loss;",
     "- fewer parameter tensors (fused QKV), hence fewer per-tensor kernels in the optimizer step.",
     "",
+    "The pooled-only last blocks skip 6.6 % of the model FLOPs at this configuration; the MFU column still "
+    "counts the full model for every implementation.",
+    "",
     "On a busy machine every multi-threaded kernel waits for a free core, so implementations that launch fewer "
-    "kernels suffer less from the load: the ratio depends on the machine's load as well as on the code, and a "
-    "quiet machine would show a ratio closer to the ratio of matmul work (the MFU column uses the same model "
-    "FLOPs for every implementation).",
+    "kernels suffer less from the load: the ratio depends on the machine's load as well as on the code. Not "
+    "measured here (the machine was never quiet): on an idle machine the gap is expected to be smaller, closer "
+    "to the difference in executed matmul work.",
 ]
 
 
@@ -393,6 +396,8 @@ def write_markdown(record: dict, path: Path) -> None:
                   if name != "polymodal" else "–")
         lines.append(f"| {r['label']} | {r['params'] / 1e6:.1f} M | {r['median_s']:.2f} ({r['min_s']:.2f}–"
                      f"{r['max_s']:.2f}) | {r['samples_per_s']:.2f} | {ratio} | {paired} | {100 * r['mfu']:.1f} % |")
+    lines += ["", "Step times per timed round [s] (round order alternates):", ""]
+    lines += [f"- {r['label']}: {', '.join(f'{t:.2f}' for t in r['times_s'])}" for r in record["results"].values()]
     lines += ["", "Parity (checked before timing; weights converted from the HF model with "
               "`polymodal.alignment.convert`):", ""]
     for name, p in record["parity"].items():

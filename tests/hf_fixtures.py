@@ -16,7 +16,7 @@ import atexit
 import shutil
 import tempfile
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -152,14 +152,14 @@ TINY_HF_KINDS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cache_root() -> Path:
     root = Path(tempfile.mkdtemp(prefix="polymodal-hf-fixtures-"))
     atexit.register(shutil.rmtree, root, True)
     return root
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_hf_model_dir(family: str) -> Path:
     """The directory of tiny model ``family`` (one of TINY_HF_MODELS), written once per process."""
     if family not in TINY_HF_MODELS:

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model", nargs="?", help="run directory (uses its best/ model) or model directory")
     ev.add_argument("--data", default=None, help="a manifest (JSONL/CSV) to evaluate on instead of the split")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ev.add_argument("--out", default=None, help="output directory (default: <run dir>/eval_<split>)")
+    ev.add_argument("--out", default=None, help="output directory (default: <run or model dir>/eval_<split>)")
     ev.add_argument("--bootstrap", type=int, default=None, metavar="N",
                     help="bootstrap resamples for the confidence intervals / comparison (default 1000; 0 = none)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the corruption noise")

@@ -29,7 +29,7 @@ TINY = {
 }
 LABELS = [str(i) for i in range(10)]
 DATA = {"name": "spoken-digits", "limit": 40, "eval_batch_size": 20}
-FAST = ReportOptions(bootstrap=200, severities=(0, 3), repeats=3, warmup=1, efficiency_batch_sizes=(1, 4))
+FAST = ReportOptions(bootstrap=200, severities=(0, 3), repeats=2, warmup=1, efficiency_batch_sizes=(1, 4))
 PLOTS = ["Confusion matrix", "Per-class precision / recall / F1", "ROC curves", "Precision-recall curves",
          "Reliability diagram", "Training curves", "Robustness imperfection curves"]
 
@@ -58,7 +58,7 @@ def _ignore_audio(model: MultimodalModel) -> MultimodalModel:
     _, loaders, _ = prepare(config, splits=("test",))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(15):
+    for _ in range(10):
         for batch in loaders["test"]:
             optimizer.zero_grad()
             model(batch).loss.backward()

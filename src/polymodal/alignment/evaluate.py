@@ -328,7 +328,7 @@ def evaluate_alignment_path(path: str | os.PathLike, data: str | None = None, sp
     return report
 
 
-def format_alignment_table(report: dict[str, Any], level: str | None = None) -> str:
+def format_alignment_table(report: dict[str, Any], level: str | None = None, zeroshot: bool = True) -> str:
     """Markdown table: one row per retrieval direction (R@k with chance) and per zero-shot modality."""
     levels = report.get("retrieval", {})
     level = level or ("class" if "class" in levels else "instance")
@@ -341,7 +341,7 @@ def format_alignment_table(report: dict[str, Any], level: str | None = None) -> 
         cells = [f"{m[f'R@{k}']:.3f} ({m['chance'][f'R@{k}']:.3f})" for k in ks]
         lines.append(f"| {name.replace('_to_', ' → ')} | " + " | ".join(cells)
                      + f" | {m['mean_rank']:.1f} | {m.get('mAP', float('nan')):.3f} |")
-    if report.get("zeroshot"):
+    if zeroshot and report.get("zeroshot"):
         lines += ["", "Zero-shot classification (" + DEFINITIONS["zeroshot"] + ")", "",
                   "| modality | top-1 (chance) | top-5 (chance) | mean per-class recall (chance) |", "|---|---|---|---|"]
         for m, z in report["zeroshot"].items():

@@ -293,10 +293,10 @@ def _setup_lines(result: dict[str, Any]) -> list[str]:
     return [
         f"Command: `{command}` (suite file `{Path(result['source']).name}`)",
         f"Data: {data_cfg.get('name') or 'manifests'}"
-        + (f", first {data_cfg['limit']} rows per split" if data_cfg.get("limit") else ", full splits")
+        + (f", {data_cfg['limit']} rows per split (data.limit)" if data_cfg.get("limit") else ", full splits")
         + f"; {train_cfg.get('epochs', '?')} epochs per run; test split metrics.",
         f"{result['cells']} runs in {result['wall_seconds']:.0f} s wall time "
-        f"(data preparation {result['prepare_seconds']:.0f} s) on CPU with {torch.get_num_threads()} threads; "
+        f"(inputs are processed once, during the first run, and shared) on CPU with {torch.get_num_threads()} threads; "
         f"polymodal {__version__}, torch {torch.__version__}.",
         "Accuracy / macro-F1: mean ± sample std over seeds. Efficiency (FLOPs from torch.utils.flop_counter, "
         "latency at batch 1, throughput at the largest batch size) measured on the seed-0 model of each row.",

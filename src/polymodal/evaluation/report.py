@@ -273,15 +273,22 @@ def alignment_quality(model: Any, batches: list, options: ReportOptions, labels:
         except (KeyError, TypeError, ValueError, RuntimeError) as err:  # API drift must not sink the whole report
             result["evaluate_alignment_error"] = f"{type(err).__name__}: {err}"
     r1s = [v for pair in metrics.values() for k, v in pair.items() if k.endswith("/R@1")]
-    result["mean_R@1"] = float(np.mean(r1s)) if r1s else None
-    result["mean_recall"] = float(np.mean([p["mean_recall"] for p in metrics.values()])) if metrics else None
+    # Instance level (sample i ↔ sample i); with evaluate_alignment the headline is its summary (class level
+    # when the data has labels: every item of the query's class is correct), the CLIP_benchmark convention.
+    result["instance_mean_R@1"] = float(np.mean(r1s)) if r1s else None
+    result["instance_mean_recall"] = float(np.mean([p["mean_recall"] for p in metrics.values()])) if metrics else None
+    summary = (result.get("evaluate_alignment") or {}).get("summary") or {}
+    result["mean_R@1"] = summary.get("mean_R@1", result["instance_mean_R@1"])
+    for key in ("mean_R@5", "mean_R@10", "mean_zeroshot_top1", "retrieval_level"):
+        if key in summary:
+            result[key] = summary[key]
     if ranks and options.bootstrap > 0:
         hits = (np.asarray(ranks) == 1).astype(float)
         point, low, high = bootstrap_ci(lambda h: float(h.mean()), hits, n_resamples=options.bootstrap,
                                         confidence=options.confidence, seed=options.seed)
         result["bootstrap"] = {"n_resamples": options.bootstrap, "confidence": options.confidence,
                                "seed": options.seed, "method": "percentile",
-                               "intervals": {"R@1_all_queries": {"point": point, "low": low, "high": high}}}
+                               "intervals": {"instance_R@1": {"point": point, "low": low, "high": high}}}
     return result, {"histogram": rank_histogram(ranks), "num_queries": len(ranks)}
 
 
@@ -551,7 +558,7 @@ def evaluate_path(path: str | Path, data: str | None = None, split: str = "test"
     source = data or (f"builtin:{config.data.name}" if config.data.name else getattr(config.data, split))
     report = build_report(model, loaders[split], options, model_dir=model_dir, run_dir=run_dir, split=split,
                           data_source=source, train_seed=(run_config.get("train") or {}).get("seed"), labels=labels)
-    out_dir = Path(out) if out else model_dir.parent / f"eval_{split}"
+    out_dir = Path(out) if out else (run_dir or model_dir) / f"eval_{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_report(report, out_dir)
     if report["quality"] is not None:
@@ -643,11 +650,12 @@ def headline_rows(report: dict[str, Any]) -> list[list[Any]]:
     section = report.get("quality") or report.get("retrieval") or {}
     intervals = (section.get("bootstrap") or {}).get("intervals", {})
     names = ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "ece", "loss") if report.get("quality") else (
-        "mean_R@1", "mean_recall")
+        "mean_R@1", "mean_R@5", "mean_R@10", "mean_zeroshot_top1", "instance_mean_R@1", "instance_mean_recall")
     rows = []
     for name in names:
         ci = intervals.get(name) or {}
-        rows.append([name, section.get(name), ci.get("low"), ci.get("high")])
+        if name in section:
+            rows.append([name, section.get(name), ci.get("low"), ci.get("high")])
     for name, ci in intervals.items():
         if name not in names:
             rows.append([name, ci.get("point"), ci.get("low"), ci.get("high")])
@@ -690,6 +698,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         for pair, metrics in retrieval["pairs"].items():
             rows = [[k, v] for k, v in metrics.items()]
             lines += [f"### Retrieval {pair}", "", _table(["metric", "value"], rows), ""]
+        if retrieval.get("evaluate_alignment"):
+            from ..alignment.evaluate import format_alignment_table
+
+            try:
+                table = format_alignment_table(retrieval["evaluate_alignment"])
+            except (KeyError, TypeError, ValueError):  # null (non-finite) cells in the JSON form
+                table = "(see report.json: retrieval.evaluate_alignment)"
+            lines += ["### polymodal.alignment.evaluate", "", table, ""]
         if retrieval.get("evaluate_alignment_error"):
             lines += [f"evaluate_alignment failed: {retrieval['evaluate_alignment_error']}", ""]
     eff = report.get("efficiency")
