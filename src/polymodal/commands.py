@@ -31,6 +31,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train
 
     overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
+    from .alignment.recipe import is_alignment_config, load_alignment_config, train_alignment
+    from .config import read_config_file
+
+    if is_alignment_config(read_config_file(args.config)):  # model names objectives: a multi-tower run
+        summary = train_alignment(load_alignment_config(args.config, overrides), resume=args.resume)
+        print(f"run directory: {summary['run_dir']} (best model: {summary['model_dir']})")
+        return 0
     if getattr(args, "finetune", None):
         overrides.append(f"finetune.default={args.finetune}")
     config = load_config(args.config, overrides)
