@@ -65,8 +65,8 @@ def run_classification_demo(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    epochs = epochs or (2 if quick else 8)
-    limit = 300 if quick else None
+    epochs = epochs or (4 if quick else 8)
+    limit = 600 if quick else None
     fusions = fusions or (QUICK_FUSIONS if quick else DEFAULT_FUSIONS)
     plan = [("image only", ["image"], "concat"), ("audio only", ["audio"], "concat")]
     plan += [(f"image+audio {name}", ["image", "audio"], name) for name in fusions]

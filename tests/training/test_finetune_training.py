@@ -52,7 +52,9 @@ def test_config_section_is_parsed_and_validated_with_key_names():
 def test_cli_finetune_flag_is_shorthand_for_the_default_strategy(tmp_path, monkeypatch):
     from polymodal import commands
 
-    args = build_parser().parse_args(["train", "recipe.yaml", "--finetune", "lora", "--set", "finetune.lora.r=2"])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: {fusion: {name: concat}}\n")  # a classification recipe (no objectives)
+    args = build_parser().parse_args(["train", str(recipe), "--finetune", "lora", "--set", "finetune.lora.r=2"])
     seen = {}
 
     class Stop(Exception):
