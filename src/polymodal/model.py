@@ -145,16 +145,9 @@ class MultimodalModel(nn.Module):
         """Write config.json + model.safetensors (+ hf/<modality>/ for HF encoders) atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = dataclasses.replace(self.config, modalities=dict(self.config.modalities))
-        for name, mcfg in self.config.modalities.items():
-            encoder = self.encoders[name]
-            if hasattr(encoder, "save_hf_artifacts"):
-                hf_dir = directory / HF_DIR / name
-                encoder.save_hf_artifacts(hf_dir)
-                processor = self.processors.get(name)
-                if processor is not None and hasattr(processor, "save_pretrained"):
-                    processor.save_pretrained(hf_dir)
-                config.modalities[name] = dataclasses.replace(mcfg, pretrained=f"{HF_DIR}/{name}")
+        config = dataclasses.replace(
+            self.config, modalities=save_hf_artifacts(self.config.modalities, self.encoders, self.processors, directory)
+        )
         payload = {"polymodal_version": __version__, "architecture": "MultimodalModel", "model": config_to_dict(config)}
         if self.data_config is not None:
             payload["data"] = self.data_config
@@ -206,6 +199,22 @@ class MultimodalModel(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"total": total, "trainable": trainable, "trainable_share": trainable / max(total, 1)}
+
+
+def save_hf_artifacts(modalities: dict, encoders, processors: dict, directory: Path) -> dict:
+    """Write each Hugging Face encoder (+ its tokenizer / feature extractor) under ``directory/hf/<name>/`` and
+    return the modality configs with ``pretrained`` pointing there, so a saved model directory is self-contained."""
+    saved = dict(modalities)
+    for name, mcfg in modalities.items():
+        encoder = encoders[name]
+        if hasattr(encoder, "save_hf_artifacts"):
+            hf_dir = directory / HF_DIR / name
+            encoder.save_hf_artifacts(hf_dir)
+            processor = processors.get(name)
+            if processor is not None and hasattr(processor, "save_pretrained"):
+                processor.save_pretrained(hf_dir)
+            saved[name] = dataclasses.replace(mcfg, pretrained=f"{HF_DIR}/{name}")
+    return saved
 
 
 def atomic_write_text(path: Path, text: str) -> None:

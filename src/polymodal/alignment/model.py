@@ -31,7 +31,14 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..config import ConfigError, ModalityConfig, config_to_dict, from_dict
-from ..model import CONFIG_NAME, HF_DIR, WEIGHTS_NAME, atomic_save_safetensors, atomic_write_text
+from ..model import (
+    CONFIG_NAME,
+    HF_DIR,
+    WEIGHTS_NAME,
+    atomic_save_safetensors,
+    atomic_write_text,
+    save_hf_artifacts,
+)
 from ..objectives import OBJECTIVES, ModalitySpec, ObjectiveSetup, PairInputs
 from ..objectives.distributed import world_info
 from ..types import Batch, ModalityOutput
@@ -259,16 +266,9 @@ class AlignmentModel(nn.Module):
         """Write config.json + model.safetensors (+ hf/<modality>/ for HF encoders) atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = dataclasses.replace(self.config, modalities=dict(self.config.modalities))
-        for name, mcfg in self.config.modalities.items():
-            encoder = self.encoders[name]
-            if hasattr(encoder, "save_hf_artifacts"):
-                hf_dir = directory / HF_DIR / name
-                encoder.save_hf_artifacts(hf_dir)
-                processor = self.processors.get(name)
-                if processor is not None and hasattr(processor, "save_pretrained"):
-                    processor.save_pretrained(hf_dir)
-                config.modalities[name] = dataclasses.replace(mcfg, pretrained=f"{HF_DIR}/{name}")
+        config = dataclasses.replace(
+            self.config, modalities=save_hf_artifacts(self.config.modalities, self.encoders, self.processors, directory)
+        )
         payload = {"polymodal_version": __version__, "architecture": ARCHITECTURE, "alignment": config_to_dict(config)}
         atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2))
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
