@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fusions", default=None, help="comma-separated fusion names to compare (default: a selection)")
     demo.add_argument("--epochs", type=int, default=None, help="epochs per model (default: recipe's)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--pretrained",
+        default=None,
+        help="--task finetune: start from this Hugging Face audio checkpoint (hub name or local directory) "
+        "instead of pretraining the audio encoder first",
+    )
 
     train = sub.add_parser(
         "train",

@@ -22,7 +22,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         from .training.finetune_demo import run_finetune_demo
 
-        run_finetune_demo(args.out, quick=args.quick, epochs=args.epochs, seed=args.seed)
+        run_finetune_demo(args.out, quick=args.quick, epochs=args.epochs, seed=args.seed, hf_checkpoint=args.pretrained)
     return 0
 
 

@@ -122,6 +122,12 @@ class PeakMemory:
 # ---------------------------------------------------------------------------------------------- demo
 
 
+def _any_architecture(spec: dict[str, Any]) -> dict[str, Any]:
+    if "lora" not in spec:
+        return spec
+    return {**spec, "lora": {**spec["lora"], "target_modules": []}}
+
+
 def run_finetune_demo(out: str | Path, quick: bool = False, epochs: int | None = None, seed: int = 0,
                       hf_checkpoint: str | None = None, limit: int | None = None,
                       strategies: list[str] | None = None) -> dict[str, Any]:
@@ -139,6 +145,8 @@ def run_finetune_demo(out: str | Path, quick: bool = False, epochs: int | None =
     limit = limit if limit is not None else (200 if quick else None)
     lr = 2e-3
     plan = [(name, spec) for name, spec in STRATEGIES if strategies is None or name in strategies]
+    if hf_checkpoint:  # layer names differ per architecture: LoRA on every Linear/Conv layer of the checkpoint
+        plan = [(name, _any_architecture(spec)) for name, spec in plan]
     started = time.perf_counter()
     print(f"polymodal demo (finetune): spoken digits audio, {len(plan)} strategies, {epochs} epochs each")
     base_config = demo_config(str(out / "pretrain"), pretrain_epochs, seed, limit, lr, hf_checkpoint=hf_checkpoint)
@@ -162,8 +170,15 @@ def run_finetune_demo(out: str | Path, quick: bool = False, epochs: int | None =
         run_dir = out / "runs" / title.split()[0].replace("+", "")
         config = demo_config(str(run_dir), epochs, seed, limit, lr, finetune, hf_checkpoint)
         wall_started = time.perf_counter()
-        with PeakMemory() as memory:
-            summary = train(config, prepared=prepared, verbose=False)
+        try:
+            with PeakMemory() as memory:
+                summary = train(config, prepared=prepared, verbose=False)
+        except ValueError as err:  # a strategy the encoder cannot take (e.g. prompt tuning without a transformer)
+            if not str(err).startswith("finetune"):
+                raise
+            rows.append({"strategy": title, "skipped": str(err)})
+            print(f"  {title:16s} skipped: {err}")
+            continue
         wall = time.perf_counter() - wall_started
         memory_kind = memory.kind
         counts, cache = summary["finetune"], summary.get("feature_cache")
@@ -217,6 +232,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
               "| peak memory (MiB) | feature cache |")
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['strategy']} | skipped: {r['skipped']} | | | | | | | |")
+            continue
         lines.append(
             f"| {r['strategy']} | {r['test_accuracy']:.3f} | {r['test_macro_f1']:.3f} | {r['trainable_params']:,} "
             f"| {r['trainable_share']:.1%} | {r['fit_seconds']:.1f} | {r['wall_seconds']:.1f} "
