@@ -134,9 +134,9 @@ class MultimodalModel(nn.Module):
     def processors(self) -> dict[str, Any]:
         """Per-modality processors that turn raw inputs into this model's Batch tensors."""
         if self._processors is None:
-            from .data import build_processor
+            from .data import build_processors
 
-            self._processors = {name: build_processor(mcfg) for name, mcfg in self.config.modalities.items()}
+            self._processors = build_processors(self.config.modalities)
         return self._processors
 
     # ------------------------------------------------------------------------------------------ save / load

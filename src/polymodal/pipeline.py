@@ -17,17 +17,11 @@ from .config import Config, config_to_dict
 from .model import MultimodalModel, atomic_write_text
 
 
-def build_processors(config: Config) -> dict[str, Any]:
-    from .data import build_processor
-
-    return {name: build_processor(mcfg) for name, mcfg in config.model.modalities.items()}
-
-
 def prepare(config: Config, splits: tuple[str, ...] = ("train", "val", "test")):
     """Processors, data loaders and the label list for a config (labels come from the data when not given)."""
-    from .data import build_dataloaders
+    from .data import build_dataloaders, build_processors
 
-    processors = build_processors(config)
+    processors = build_processors(config.model.modalities)
     loaders, labels = build_dataloaders(config, processors, splits=splits)
     if not config.model.head.labels:
         config.model.head = dataclasses.replace(config.model.head, labels=list(labels))
