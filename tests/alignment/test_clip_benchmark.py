@@ -49,6 +49,19 @@ def test_analytic_flops_match_a_hand_count(bench):
     vision = 2 * layer(17, 64) + 2 * 16 * 3 * 64 * 64 + 2 * 64 * 32
     text = 2 * layer(16, 32) + 2 * 32 * 32
     assert bench.analytic_train_flops(c, 3) == 3 * 3 * (vision + text)
+    short_text = 2 * layer(10, 32) + 2 * 32 * 32  # captions of at most 10 tokens: padding is not work
+    assert bench.analytic_train_flops(c, 3, text_tokens=10) == 3 * 3 * (vision + short_text)
+
+
+def test_short_caption_run_counts_flops_up_to_the_longest_caption(bench, tmp_path):
+    record = bench.main(["--quick", "--models", "polymodal,hf", "--text-len", "6", "--reps", "1",
+                         "--out", str(tmp_path / "short.md")])
+    assert record["parity"]["polymodal"]["abs_loss_diff"] <= 1e-5  # padding skipped, same loss
+    c = bench.CLIPNativeConfig.tiny()
+    longest = int(bench.make_batch(c, 4, 6)[2].sum(dim=1).max())
+    assert record["text_tokens"] == longest < c.context_length
+    assert record["flops_per_step"] == bench.analytic_train_flops(c, 4, longest)
+    assert "text up to" in (tmp_path / "short.md").read_text()
 
 
 def test_parity_check_rejects_a_different_step(bench):
