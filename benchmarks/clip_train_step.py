@@ -371,6 +371,19 @@ NOTES = [
 ]
 
 
+TARGET_RATIO = 1.2
+RUN_TO_RUN_SPREAD = 0.04  # of the ratio, between runs on this shared VM (measured: see NOTES)
+
+
+def verdict(ratio: float) -> str:
+    """'met' only when the ratio clears the target by more than the run-to-run spread."""
+    if ratio >= TARGET_RATIO * (1 + RUN_TO_RUN_SPREAD):
+        return "met"
+    if ratio >= TARGET_RATIO * (1 - RUN_TO_RUN_SPREAD):
+        return f"at the edge: within the ±{100 * RUN_TO_RUN_SPREAD:.0f} % run-to-run spread, not a reliable pass"
+    return "NOT met"
+
+
 def write_markdown(record: dict, path: Path) -> None:
     r_hf = record["results"].get("hf", {})
     lines = [
@@ -425,7 +438,7 @@ def write_markdown(record: dict, path: Path) -> None:
         lines.append(text)
     if r_hf and "speed_ratio" in r_hf:
         lines += ["", f"Result: polymodal runs the step {r_hf['speed_ratio']:.2f}× as fast as HF transformers "
-                  f"(target ≥ 1.2×: {'met' if r_hf['speed_ratio'] >= 1.2 else 'NOT met'})."]
+                  f"(target ≥ {TARGET_RATIO}×: {verdict(r_hf['speed_ratio'])})."]
     lines += ["", *NOTES]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

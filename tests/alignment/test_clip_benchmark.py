@@ -79,3 +79,9 @@ def test_parity_check_rejects_a_different_step(bench):
     bench.clip_loss(*native_emb(*batch)).backward()
     worst, where = bench.grad_mismatch(native, hf_model, config)
     assert worst > 1e-2 and where.startswith("text_model.")
+
+
+def test_verdict_does_not_call_a_ratio_inside_the_run_to_run_spread_a_pass(bench):
+    assert bench.verdict(1.30) == "met"
+    assert bench.verdict(1.21).startswith("at the edge") and bench.verdict(1.16).startswith("at the edge")
+    assert bench.verdict(1.10) == "NOT met"
