@@ -88,6 +88,12 @@ def test_bad_target_module_error_lists_valid_names():
     assert "transformer.blocks.0.attn.qkv" in adaptable_module_names(model.encoders["text"])
 
 
+def test_grouped_convolutions_are_not_adapter_targets():
+    """PEFT cannot merge LoRA into a grouped conv (wav2vec2's positional conv): never target one."""
+    encoder = torch.nn.Sequential(torch.nn.Conv1d(8, 8, 3, groups=4), torch.nn.Conv1d(8, 8, 3), torch.nn.Linear(8, 8))
+    assert adaptable_module_names(encoder) == ["1", "2"]
+
+
 @pytest.mark.parametrize("method", ["ia3", "loha"])
 def test_other_peft_methods_train_only_adapters_and_merge(method):
     model = tiny_model()

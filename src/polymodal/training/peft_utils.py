@@ -36,11 +36,14 @@ def adaptable_module_names(encoder: nn.Module) -> list[str]:
     """Full names of the Linear/Conv layers an adapter can wrap.
 
     Linear layers owned by ``nn.MultiheadAttention`` (``out_proj``) are left out: MHA reads their weight directly
-    instead of calling them, so an adapter there would silently do nothing.
+    instead of calling them, so an adapter there would silently do nothing. Grouped convolutions (wav2vec2's
+    positional conv, depthwise convs) are left out too: PEFT cannot merge a LoRA update into them, and merging
+    is how a tuned model ships as a plain one.
     """
     skip = {f"{name}.{child}" if name else child for name, mod in encoder.named_modules()
             if isinstance(mod, nn.MultiheadAttention) for child, _ in mod.named_children()}
-    return [name for name, mod in encoder.named_modules() if isinstance(mod, ADAPTABLE_TYPES) and name and name not in skip]
+    return [name for name, mod in encoder.named_modules()
+            if isinstance(mod, ADAPTABLE_TYPES) and name and name not in skip and getattr(mod, "groups", 1) == 1]
 
 
 def resolve_target_modules(encoder: nn.Module, requested: list[str], encoder_name: str, key: str) -> list[str]:
