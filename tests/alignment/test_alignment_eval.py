@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from toy_alignment import BagOfWordsModel
 
 from polymodal.alignment import AlignmentConfig, AlignmentModel
 from polymodal.alignment.evaluate import (
@@ -18,50 +19,18 @@ from polymodal.alignment.evaluate import (
 )
 from polymodal.alignment.recipe import jsonable
 from polymodal.config import from_dict
-from polymodal.types import Batch, ModalityOutput
+from polymodal.types import Batch
 
 CLASSES = ["cat", "dog", "bird"]
 VOCAB = {w: i for i, w in enumerate(["a", "photo", "of", "cat", "dog", "bird", "sound"])}
 
 
-class _Processor:
-    def __call__(self, text):
-        return {"input_ids": torch.tensor([VOCAB[w] for w in text.split()])}
-
-    def collate(self, samples):
-        return {"input_ids": torch.nn.utils.rnn.pad_sequence([s["input_ids"] for s in samples], batch_first=True,
-                                                             padding_value=-1)}
-
-
-class _ToyModel(torch.nn.Module):
-    """Text embedding = normalised sum of word vectors (class words along axes 0-2, others small);
-    image / audio inputs are given directly as embeddings (inputs["emb"])."""
-
-    def __init__(self):
-        super().__init__()
-        words = torch.full((len(VOCAB), 3), 0.01)
-        for c, name in enumerate(CLASSES):
-            words[VOCAB[name]] = torch.eye(3)[c]
-        self.words = words
-        self.logit_scale = torch.nn.Parameter(torch.tensor(0.0))
-        self.config = from_dict(AlignmentConfig, {"modalities": {
-            "image": {"kind": "image"}, "audio": {"kind": "audio"}, "text": {"kind": "text"}}})
-        self.modality_names = ["image", "audio", "text"]
-        self.processors = {"text": _Processor()}
-
-    def encode_modality(self, name, inputs, present):
-        if name == "text":
-            ids = inputs["input_ids"]
-            pooled = (self.words[ids.clamp_min(0)] * (ids >= 0).unsqueeze(-1)).sum(1)
-        else:
-            pooled = inputs["emb"]
-        return ModalityOutput(tokens=pooled[:, None], mask=present[:, None], pooled=pooled, present=present)
-
-    def embed(self, name, out):
-        return F.normalize(out.pooled, dim=-1)
-
-    def encode(self, batch, modality):
-        return self.embed(modality, self.encode_modality(modality, batch.inputs[modality], batch.present[modality]))
+def _toy_model():
+    """Class words along axes 0-2, other words small."""
+    words = torch.full((len(VOCAB), 3), 0.01)
+    for c, name in enumerate(CLASSES):
+        words[VOCAB[name]] = torch.eye(3)[c]
+    return BagOfWordsModel(words, VOCAB, ["image", "audio", "text"])
 
 
 def _collected(a, b, labels=None):
@@ -75,7 +44,7 @@ def test_instance_retrieval_ranks_match_a_hand_computed_answer():
     # image i is closest to audio perm[i]: audio rows are the image axes in the order [0, 2, 1, 3].
     images = torch.eye(4)
     audio = torch.eye(4)[[0, 2, 1, 3]] + 0.1 * torch.eye(4)  # audio j ≈ axis perm[j] (+ a bit of its own axis)
-    report = evaluate_alignment(_ToyModel(), _collected(images, audio), modalities=["image", "audio"], ks=(1, 2),
+    report = evaluate_alignment(_toy_model(), _collected(images, audio), modalities=["image", "audio"], ks=(1, 2),
                                 zeroshot=False)
     forward = report["retrieval"]["instance"]["image_to_audio"]
     # image 0 → audio 0 first (rank 1); image 1 → audio 2 best, its pair audio 1 second; same for image 2; 3 rank 1.
@@ -93,7 +62,7 @@ def test_class_level_counts_any_item_of_the_label_and_chance_is_hypergeometric()
     labels = torch.tensor([0, 0, 1, 1])
     images = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
     audio = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.2, 1.0], [1.0, 0.3]])  # audio 1 and 3 sit with the other class
-    report = evaluate_alignment(_ToyModel(), _collected(images, audio, labels), modalities=["image", "audio"],
+    report = evaluate_alignment(_toy_model(), _collected(images, audio, labels), modalities=["image", "audio"],
                                 ks=(1, 2), zeroshot=False)
     cls = report["retrieval"]["class"]["image_to_audio"]
     # Brute force: for each image, rank audio by cosine; correct = same label.
@@ -114,7 +83,7 @@ def test_identical_items_are_the_same_instance():
     positives = instance_positives(images, audio)
     mask = positives.mask(0, 3)
     assert mask.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
-    report = evaluate_alignment(_ToyModel(), _collected(images, audio), modalities=["image", "audio"], ks=(1,),
+    report = evaluate_alignment(_toy_model(), _collected(images, audio), modalities=["image", "audio"], ks=(1,),
                                 zeroshot=False)
     assert report["retrieval"]["instance"]["image_to_audio"]["R@1"] == pytest.approx(1.0)
     assert report["retrieval"]["instance"]["audio_to_image"]["R@1"] == pytest.approx(1.0)
@@ -128,7 +97,7 @@ def test_zeroshot_toy_model_has_the_known_answer_and_report_is_json_ready():
         embeddings={"image": F.normalize(images, dim=-1), "audio": F.normalize(audio, dim=-1)},
         present={"image": torch.ones(6, dtype=torch.bool), "audio": torch.ones(6, dtype=torch.bool)},
         labels=labels, ids=[str(i) for i in range(6)])
-    report = evaluate_alignment(_ToyModel(), data, modalities=["image", "audio"], class_names=CLASSES,
+    report = evaluate_alignment(_toy_model(), data, modalities=["image", "audio"], class_names=CLASSES,
                                 templates={"image": ["a photo of a {}"], "audio": ["a {} sound"]})
     zs = report["zeroshot"]
     assert zs["image"]["top1"] == pytest.approx(1.0) and zs["image"]["mean_per_class_recall"] == pytest.approx(1.0)

@@ -5,67 +5,37 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
+from toy_alignment import BagOfWordsModel, WordProcessor
 
 from polymodal.alignment import AlignmentConfig, AlignmentModel, build_zeroshot_classifier, zeroshot_metrics
 from polymodal.alignment.zeroshot import zeroshot_evaluate
 from polymodal.config import from_dict
-from polymodal.types import Batch, ModalityOutput
+from polymodal.types import Batch
 
 CLASSES = ["cat", "dog", "bird"]
 
 
-class _Processor:
-    """Each prompt → the ids of its words in a tiny vocabulary."""
-
-    vocab = {w: i for i, w in enumerate(["a", "photo", "of", "cat.", "dog.", "bird.", "drawing", "cat", "dog", "bird"])}
-
-    def __call__(self, text):
-        return {"input_ids": torch.tensor([self.vocab[w] for w in text.split()])}
-
-    def collate(self, samples):
-        return {"input_ids": torch.nn.utils.rnn.pad_sequence([s["input_ids"] for s in samples], batch_first=True,
-                                                             padding_value=-1)}
+VOCAB = {w: i for i, w in enumerate(["a", "photo", "of", "cat.", "dog.", "bird.", "drawing", "cat", "dog", "bird"])}
 
 
-class _ToyModel(torch.nn.Module):
-    """Text embedding = normalised sum of word vectors; the class words point along axes 0, 1, 2.
-    Images are given directly as their embedding (inputs["emb"])."""
+def _processor():
+    return WordProcessor(VOCAB)
 
-    def __init__(self):
-        super().__init__()
-        gen = torch.Generator().manual_seed(0)
-        words = torch.randn(10, 3, generator=gen) * 0.1
-        for name in CLASSES:
-            for word in (name, f"{name}."):
-                words[_Processor.vocab[word]] = torch.eye(3)[CLASSES.index(name)]
-        self.words = words
-        self.logit_scale = torch.nn.Parameter(torch.tensor(0.0))
-        self.config = from_dict(AlignmentConfig, {"modalities": {"image": {"kind": "image"}, "text": {"kind": "text"}}})
 
-    def encode_modality(self, name, inputs, present):
-        if name == "text":
-            ids = inputs["input_ids"]
-            vecs = self.words[ids.clamp_min(0)] * (ids >= 0).unsqueeze(-1)
-            pooled = vecs.sum(1)
-        else:
-            pooled = inputs["emb"]
-        return ModalityOutput(tokens=pooled[:, None], mask=present[:, None], pooled=pooled, present=present)
-
-    def embed(self, name, out):
-        return F.normalize(out.pooled, dim=-1)
-
-    def encode(self, batch, modality):
-        return self.embed(modality, self.encode_modality(modality, batch.inputs[modality], batch.present[modality]))
-
-    def scale(self):
-        return self.logit_scale.exp()
+def _toy_model():
+    """Class words (with or without a full stop) point along axes 0, 1, 2; other words are small and random."""
+    words = torch.randn(len(VOCAB), 3, generator=torch.Generator().manual_seed(0)) * 0.1
+    for name in CLASSES:
+        for word in (name, f"{name}."):
+            words[VOCAB[word]] = torch.eye(3)[CLASSES.index(name)]
+    return BagOfWordsModel(words, VOCAB, ["image", "text"])
 
 
 def test_prompt_ensemble_is_mean_of_normalised_template_embeddings_renormalised():
-    model = _ToyModel()
+    model = _toy_model()
     templates = ["a photo of a {}.", "a drawing of a {}"]
-    weights = build_zeroshot_classifier(model, CLASSES, templates, processor=_Processor())
-    proc = _Processor()
+    weights = build_zeroshot_classifier(model, CLASSES, templates, processor=_processor())
+    proc = _processor()
     for c, name in enumerate(CLASSES):
         embs = [F.normalize(model.words[proc(t.format(name))["input_ids"]].sum(0), dim=-1) for t in templates]
         expected = F.normalize(torch.stack(embs).mean(0), dim=-1)
@@ -73,8 +43,8 @@ def test_prompt_ensemble_is_mean_of_normalised_template_embeddings_renormalised(
 
 
 def test_toy_model_classifies_images_by_their_direction():
-    model = _ToyModel()
-    weights = build_zeroshot_classifier(model, CLASSES, processor=_Processor())  # default image template
+    model = _toy_model()
+    weights = build_zeroshot_classifier(model, CLASSES, processor=_processor())  # default image template
     gen = torch.Generator().manual_seed(1)
     labels = torch.tensor([0, 1, 2, 2, 1, 0, 0])
     images = torch.eye(3)[labels] + 0.05 * torch.randn(7, 3, generator=gen)
