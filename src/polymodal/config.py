@@ -18,8 +18,10 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from .errors import PolymodalError
 
-class ConfigError(ValueError):
+
+class ConfigError(PolymodalError, ValueError):
     """A config key is unknown, missing, or has the wrong type. The message names the key."""
 
 

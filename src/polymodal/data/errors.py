@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import PolymodalError
 
-class DataError(ValueError):
+
+class DataError(PolymodalError, ValueError):
     """Bad input data: a manifest, a row, a file or an array. The message names the file / row / column."""
