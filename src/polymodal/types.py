@@ -90,9 +90,14 @@ class FusedOutput:
 
 @dataclass
 class ModelOutput:
-    """What MultimodalModel.forward returns."""
+    """What MultimodalModel.forward returns.
+
+    loss: mean over the batch; loss_terms: the same loss as sums + item counts (objectives.accumulation), which
+    the Trainer uses to normalise accumulated gradients over a whole optimizer step.
+    """
 
     logits: Tensor
     loss: Tensor | None = None
     fused: FusedOutput | None = None
     modality_outputs: dict[str, ModalityOutput] = field(default_factory=dict)
+    loss_terms: dict = field(default_factory=dict)

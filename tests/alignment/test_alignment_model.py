@@ -67,7 +67,7 @@ def test_clip_forward_equals_loss_on_encoded_embeddings():
     assert out.logits["image-text"].shape == (6, 6)
 
 
-def test_siglip_defaults_and_logit_scale_clamp():
+def test_siglip_defaults_and_logit_scale_projection():
     model = AlignmentModel(_config(objectives=[{"name": "siglip"}])).eval()
     assert model.logit_scale.item() == pytest.approx(math.log(10))
     assert model.logit_bias.item() == pytest.approx(-10.0)
@@ -76,6 +76,9 @@ def test_siglip_defaults_and_logit_scale_clamp():
     assert model(batch).loss.item() == pytest.approx(siglip_loss(img, txt, 10.0, -10.0).item(), rel=1e-5)
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
+    # The cap is a projection after the optimizer step (clamp_parameters), never a clamp in forward.
+    assert model.scale().item() == pytest.approx(math.exp(10.0), rel=1e-5)
+    model.clamp_parameters()
     assert model.scale().item() == pytest.approx(100.0)
 
 

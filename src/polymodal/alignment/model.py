@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .. import __version__
-from ..config import ConfigError, ModalityConfig, config_to_dict, from_dict
+from ..config import ConfigError, ModalityConfig, bounds, config_to_dict, from_dict
 from ..model import (
     CONFIG_NAME,
     HF_DIR,
@@ -40,7 +40,9 @@ from ..model import (
     save_hf_artifacts,
 )
 from ..objectives import OBJECTIVES, ModalitySpec, ObjectiveSetup, PairInputs
+from ..objectives.accumulation import LossTerm, combine, term_from_mean
 from ..objectives.distributed import world_info
+from ..objectives.masked_lm import PREPARED_KEYS
 from ..types import Batch, ModalityOutput
 
 ARCHITECTURE = "AlignmentModel"
@@ -49,20 +51,21 @@ ARCHITECTURE = "AlignmentModel"
 @dataclass
 class ObjectiveConfig:
     name: str = "clip"  # registry name: clip | siglip | itm | mlm
-    weight: float = 1.0
+    weight: float = field(default=1.0, metadata=bounds(ge=0))
     options: dict[str, Any] = field(default_factory=dict)  # constructor options of the objective
 
 
 @dataclass
 class AlignmentConfig:
     modalities: dict[str, ModalityConfig] = field(default_factory=dict)
-    embed_dim: int = 128
+    embed_dim: int = field(default=128, metadata=bounds(ge=1))
     projection: Literal["linear", "mlp"] = "linear"
-    projection_hidden: int | None = None  # MLP hidden width; default max(encoder width, embed_dim)
+    # MLP hidden width; default max(encoder width, embed_dim).
+    projection_hidden: int | None = field(default=None, metadata=bounds(ge=1))
     objectives: list[ObjectiveConfig] = field(default_factory=lambda: [ObjectiveConfig()])
     pairs: list[list[str]] | None = None  # default: every pair of modalities, in config order
     init_logit_scale: float | None = None  # log-space; default log(1/0.07) (CLIP) or log(10) with siglip
-    logit_scale_max: float = math.log(100.0)
+    logit_scale_max: float = math.log(100.0)  # bound kept by projection after each optimizer step (CLIP's 100)
     learn_bias: bool | None = None  # learnable logit bias; default on when siglip is an objective
     init_logit_bias: float = -10.0
 
@@ -71,12 +74,15 @@ class AlignmentConfig:
 class AlignmentOutput:
     """loss: weighted total; losses: per "objective/a-b" (detached-free, for logging);
     embeddings: per modality [B, E] normalised (zeros for absent samples);
-    logits: per "a-b" pair, the scaled similarity matrix [n, n] over the samples that have both."""
+    logits: per "a-b" pair, the scaled similarity matrix [n, n] over the samples that have both;
+    loss_terms: per "objective/a-b", the loss as a sum over its items + the item count (objectives.accumulation),
+    which the Trainer uses to weight accumulated micro-batches by their share of the optimizer step."""
 
     loss: Tensor
     losses: dict[str, Tensor] = field(default_factory=dict)
     embeddings: dict[str, Tensor] = field(default_factory=dict)
     logits: dict[str, Tensor] = field(default_factory=dict)
+    loss_terms: dict[str, LossTerm] = field(default_factory=dict)
 
 
 def build_projection(in_dim: int, embed_dim: int, kind: str, hidden: int | None) -> nn.Module:
@@ -126,6 +132,21 @@ def _text_facts(name: str, mcfg: ModalityConfig) -> dict[str, Any]:
     return facts
 
 
+def _check_logit_scale(init_scale: float, config: AlignmentConfig) -> None:
+    """The initial log-scale must lie within its bound: above it the first projection would silently move it."""
+    cap = config.logit_scale_max
+    if not math.isfinite(cap):
+        raise ConfigError(f"logit_scale_max: must be a finite log-scale (CLIP uses ln 100 = 4.6052), got {cap}")
+    if not math.isfinite(init_scale) or init_scale > cap:
+        source = "init_logit_scale" if config.init_logit_scale is not None else "init_logit_scale (its default)"
+        raise ConfigError(
+            f"{source}: {init_scale!r} is above logit_scale_max {cap:.6g} (a cosine multiplier of "
+            f"{math.exp(min(init_scale, 700.0)):.7g} > {math.exp(cap):.7g}); the logit scale is kept within the cap "
+            "after every optimizer step, so set init_logit_scale <= logit_scale_max (log-space, e.g. ln(1/0.07) "
+            "= 2.659) or raise logit_scale_max"
+        )
+
+
 def _select_rows(out: ModalityOutput, index: Tensor) -> ModalityOutput:
     return ModalityOutput(tokens=out.tokens[index], mask=out.mask[index], pooled=out.pooled[index],
                           present=out.present[index])
@@ -158,6 +179,7 @@ class AlignmentModel(nn.Module):
         init_scale = config.init_logit_scale
         if init_scale is None:
             init_scale = math.log(10.0) if uses_siglip else math.log(1 / 0.07)
+        _check_logit_scale(float(init_scale), config)
         self.logit_scale = nn.Parameter(torch.tensor(float(init_scale)))
         learn_bias = uses_siglip if config.learn_bias is None else config.learn_bias
         self.logit_bias = nn.Parameter(torch.tensor(float(config.init_logit_bias))) if learn_bias else None
@@ -173,6 +195,10 @@ class AlignmentModel(nn.Module):
             self.objective_names.append(obj.name if obj.name not in self.objective_names else f"{obj.name}{i}")
             self.objective_weights.append(float(obj.weight))
         self._processors: dict[str, Any] | None = None
+        # Zero-shot classes of the model ({"classnames": [...], "templates": {modality: [...]}}), set by the
+        # alignment recipe and saved in config.json, so `polymodal predict` / Predictor label an image or audio
+        # input with the class names and prompts the model was evaluated with.
+        self.zeroshot: dict[str, Any] | None = None
 
     def _specs(self, objective_names: list[str]) -> dict[str, ModalitySpec]:
         specs = {}
@@ -184,11 +210,27 @@ class AlignmentModel(nn.Module):
     # ------------------------------------------------------------------------------------------ encoding
 
     def scale(self) -> Tensor:
-        """exp(logit_scale) clamped to exp(logit_scale_max) (CLIP caps the temperature at 100)."""
-        return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
+        """exp(logit_scale), the multiplier of cosine similarities (scalar, differentiable everywhere).
+
+        Its cap exp(logit_scale_max) (100, as in CLIP) is kept by :meth:`clamp_parameters` after each optimizer
+        step, not by a clamp here: a clamp in the forward pass has zero gradient above the cap, so a temperature
+        that got there would silently stop learning.
+        """
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_parameters(self) -> None:
+        """Project bounded parameters back into their bounds; the Trainer calls it after every optimizer step.
+
+        logit_scale ≤ logit_scale_max (open_clip clamps after the step in the same way). The SigLIP logit bias
+        is unbounded (as in big_vision), so it is left alone.
+        """
+        self.logit_scale.clamp_(max=self.config.logit_scale_max)
 
     def encode_modality(self, name: str, inputs: dict[str, Tensor], present: Tensor) -> ModalityOutput:
         """Run one encoder: inputs (processor tensors) + present [B] → ModalityOutput (tokens [B, N, D])."""
+        if any(key in inputs for key in PREPARED_KEYS):  # MLM's drawn masks travel with the text inputs
+            inputs = {key: value for key, value in inputs.items() if key not in PREPARED_KEYS}
         return self.encoders[name](inputs, present)
 
     def embed(self, name: str, out: ModalityOutput) -> Tensor:
@@ -209,7 +251,51 @@ class AlignmentModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ training
 
+    def prepare_batch(self, batch: Batch) -> Batch:
+        """``batch`` with every objective's random draws that decide its item count made (MLM masks).
+
+        The Trainer calls it when it reads an optimizer step's micro-batches, before :meth:`loss_counts`;
+        forward calls it too (a no-op on a prepared batch).
+        """
+        for objective in self.objectives:
+            batch = objective.prepare(batch)
+        return batch
+
+    def _pair_rows(self, present: dict[str, Tensor]):
+        """(a, b, rows [n]) for every configured pair the batch has, rows = samples holding both modalities."""
+        distributed = world_info()[1] > 1
+        for a, b in self.pairs:
+            if a not in present or b not in present:
+                continue
+            rows = torch.nonzero(present[a] & present[b]).squeeze(1)
+            # Under torch.distributed a rank with no rows still joins the collectives of the contrastive losses.
+            if rows.numel() == 0 and not distributed:
+                continue
+            yield a, b, rows
+
+    def loss_counts(self, batch: Batch) -> dict[str, float]:
+        """Items per loss term ("objective/a-b") of a prepared batch (:meth:`prepare_batch`), without running it.
+
+        Samples for clip / siglip, scored pairs for itm, masked tokens for mlm. The Trainer sums these over an
+        optimizer step's micro-batches and weighs each micro-batch's losses by its share (objectives.accumulation).
+        """
+        groups = batch.labels if batch.labels is not None and batch.labels.dim() == 1 else None
+        present = {name: batch.present[name] for name in self.modality_names if name in batch.inputs}
+        counts: dict[str, float] = {}
+        for a, b, rows in self._pair_rows(present):
+            empty = torch.empty(int(rows.numel()), 0)  # count() reads only the row count, groups and inputs
+            pair = PairInputs(a=a, b=b, emb_a=empty, emb_b=empty, logit_scale=self.logit_scale.detach(),
+                              inputs_a={k: v[rows] for k, v in batch.inputs[a].items()},
+                              inputs_b={k: v[rows] for k, v in batch.inputs[b].items()},
+                              group_ids=None if groups is None else groups[rows])
+            for i, objective in enumerate(self.objectives):
+                count = objective.count(pair)
+                if count is not None:
+                    counts[f"{self.objective_names[i]}/{a}-{b}"] = float(count)
+        return counts
+
     def forward(self, batch: Batch) -> AlignmentOutput:
+        batch = self.prepare_batch(batch)
         outs = {name: self.encode_modality(name, batch.inputs[name], batch.present[name])
                 for name in self.modality_names if name in batch.inputs}
         if len(outs) < 2:
@@ -217,17 +303,11 @@ class AlignmentModel(nn.Module):
         embeddings = {name: self.embed(name, out) for name, out in outs.items()}
         scale = self.scale()
         groups = batch.labels if batch.labels is not None and batch.labels.dim() == 1 else None
-        distributed = world_info()[1] > 1
-        per_objective: dict[int, list[Tensor]] = {i: [] for i in range(len(self.objectives))}
         losses: dict[str, Tensor] = {}
+        terms: dict[str, LossTerm] = {}
         logits: dict[str, Tensor] = {}
-        for a, b in self.pairs:
-            if a not in outs or b not in outs:
-                continue
-            rows = torch.nonzero(outs[a].present & outs[b].present).squeeze(1)
-            # Under torch.distributed a rank with no rows still joins the collectives of the contrastive losses.
-            if rows.numel() == 0 and not distributed:
-                continue
+        present = {name: out.present for name, out in outs.items()}
+        for a, b, rows in self._pair_rows(present):
             pair = PairInputs(
                 a=a, b=b, emb_a=embeddings[a][rows], emb_b=embeddings[b][rows], logit_scale=scale,
                 logit_bias=self.logit_bias, out_a=_select_rows(outs[a], rows), out_b=_select_rows(outs[b], rows),
@@ -241,13 +321,14 @@ class AlignmentModel(nn.Module):
                 value = objective(pair)
                 if value is None:
                     continue
-                per_objective[i].append(value)
-                losses[f"{self.objective_names[i]}/{a}-{b}"] = value
-        total = (self.logit_scale * 0.0).to(next(iter(embeddings.values())).dtype)  # keeps a graph when empty
-        for i, values in per_objective.items():
-            if values:
-                total = total + self.objective_weights[i] * torch.stack(values).mean()
-        return AlignmentOutput(loss=total, losses=losses, embeddings=embeddings, logits=logits)
+                key = f"{self.objective_names[i]}/{a}-{b}"
+                losses[key] = value
+                terms[key] = term_from_mean(value, objective.count(pair), self.objective_weights[i])
+        # Σ_objective weight · mean over the pairs it applied to; the zero term keeps a graph when none did.
+        total = (self.logit_scale * 0.0).to(next(iter(embeddings.values())).dtype)
+        if terms:
+            total = total + combine(terms)
+        return AlignmentOutput(loss=total, losses=losses, embeddings=embeddings, logits=logits, loss_terms=terms)
 
     # ------------------------------------------------------------------------------------------ processors
 
@@ -270,13 +351,18 @@ class AlignmentModel(nn.Module):
             self.config, modalities=save_hf_artifacts(self.config.modalities, self.encoders, self.processors, directory)
         )
         payload = {"polymodal_version": __version__, "architecture": ARCHITECTURE, "alignment": config_to_dict(config)}
+        if self.zeroshot:
+            payload["zeroshot"] = self.zeroshot
         atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2))
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         atomic_save_safetensors(state, directory / WEIGHTS_NAME)
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> AlignmentModel:
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu", *,
+                        trust_remote_code: bool = False) -> AlignmentModel:
+        """Rebuild a saved model. Code shipped in the directory never runs unless ``trust_remote_code=True`` is
+        passed here: a ``trust_remote_code`` saved in config.json is ignored (``encoders.hf.load_time_trust``)."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):
@@ -289,6 +375,9 @@ class AlignmentModel(nn.Module):
         for name, mcfg in config.modalities.items():
             if mcfg.pretrained and mcfg.pretrained.startswith(f"{HF_DIR}/"):
                 config.modalities[name] = dataclasses.replace(mcfg, pretrained=str(directory / mcfg.pretrained))
+        from ..encoders.hf import load_time_trust  # local import, as for build_encoder
+
+        config.modalities = load_time_trust(config.modalities, config_path, trust_remote_code)
         model = cls(config, load_pretrained_weights=False)
         state = load_file(str(weights_path), device=map_location)
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -296,6 +385,10 @@ class AlignmentModel(nn.Module):
             raise ValueError(
                 f"{weights_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
+        # Models saved while the cap was a clamp in forward may hold a logit_scale above it; forward used the
+        # capped value, so projecting reproduces their outputs.
+        model.clamp_parameters()
+        model.zeroshot = payload.get("zeroshot")
         model.eval()
         return model
 

@@ -1,3 +1,3 @@
-from .classification import ClassificationHead, classification_loss, probabilities
+from .classification import ClassificationHead, classification_loss, classification_loss_sum, probabilities
 
-__all__ = ["ClassificationHead", "classification_loss", "probabilities"]
+__all__ = ["ClassificationHead", "classification_loss", "classification_loss_sum", "probabilities"]

@@ -33,11 +33,28 @@ class ClassificationHead(nn.Module):
 
 
 def classification_loss(logits: Tensor, labels: Tensor, task: str) -> Tensor:
+    """Mean loss over the batch (scalar): see :func:`classification_loss_sum` for the per-task definition."""
+    total, count = classification_loss_sum(logits, labels, task)
+    return total / max(count, 1)
+
+
+def classification_loss_sum(logits: Tensor, labels: Tensor, task: str) -> tuple[Tensor, int]:
+    """(Σ of per-sample losses, number of samples) — what gradient accumulation normalises over the step.
+
+    logits [B, C] (binary: [B, 1]); labels [B] long (multiclass) or [B, C] / [B] float (binary, multilabel).
+    multiclass: softmax cross-entropy; binary: sigmoid BCE on the single logit; multilabel: sigmoid BCE averaged
+    over the C labels of a sample (so the mean over samples equals torch's element-wise mean over [B, C]).
+    """
+    count = int(logits.shape[0])
     if task == "multiclass":
-        return F.cross_entropy(logits, labels.long())
+        return F.cross_entropy(logits, labels.long(), reduction="sum"), count
+    # Targets at least float32, and float64 with a float64 model (not silently rounded to float32).
+    targets = labels.to(torch.promote_types(logits.dtype, torch.float32))
     if task == "binary":
-        return F.binary_cross_entropy_with_logits(logits.squeeze(-1), labels.float().view(-1))
-    return F.binary_cross_entropy_with_logits(logits, labels.float())
+        total = F.binary_cross_entropy_with_logits(logits.squeeze(-1), targets.view(-1), reduction="sum")
+        return total, count
+    per_label = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return per_label.mean(dim=-1).sum(), count
 
 
 def probabilities(logits: Tensor, task: str) -> Tensor:

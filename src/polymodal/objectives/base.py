@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..types import ModalityOutput
+from ..types import Batch, ModalityOutput
 
 
 @dataclass
@@ -73,7 +73,12 @@ class PairInputs:
 
 
 class Objective(nn.Module):
-    """Base class: ``forward(pair) -> scalar loss | None``."""
+    """Base class: ``forward(pair) -> scalar loss | None`` (a mean over the pair's items).
+
+    For gradient accumulation (objectives.accumulation) an objective also says, before the forward pass, how
+    many items that mean is over: ``count(pair)``; ``prepare(batch)`` draws beforehand anything the count
+    depends on (MLM masks).
+    """
 
     def __init__(self, setup: ObjectiveSetup):
         super().__init__()
@@ -81,6 +86,18 @@ class Objective(nn.Module):
 
     def forward(self, pair: PairInputs) -> Tensor | None:
         raise NotImplementedError
+
+    def count(self, pair: PairInputs) -> int | None:
+        """Items the loss of ``pair`` averages over (here: its samples); None when the objective does not apply.
+
+        Must read only ``len(pair)``, ``group_ids`` and ``inputs_a`` / ``inputs_b`` — never the embeddings — so
+        that a whole optimizer step can be counted before any of it runs.
+        """
+        return len(pair)
+
+    def prepare(self, batch: Batch) -> Batch:
+        """Return ``batch`` with whatever random choice the loss's item count depends on already drawn."""
+        return batch
 
 
 def zero_loss(*tensors: Tensor | None) -> Tensor:

@@ -8,15 +8,22 @@ Needs the text vocabulary size and mask token id: from the text encoder / its to
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import OBJECTIVES
+from ..types import Batch
 from .base import Objective, ObjectiveSetup, PairInputs, zero_loss
 from .cross_attention import CrossModalEncoder, pair_key
 
 IGNORE_INDEX = -100
+# Keys under which prepare() stores a text modality's drawn masking in Batch.inputs[text]; encoders never see
+# them (AlignmentModel.encode_modality drops them).
+MASKED_IDS_KEY, MLM_LABELS_KEY = "mlm_input_ids", "mlm_labels"
+PREPARED_KEYS = (MASKED_IDS_KEY, MLM_LABELS_KEY)
 
 
 def mask_tokens(
@@ -102,20 +109,49 @@ class MaskedLanguageObjective(Objective):
             return b, a
         return None, None
 
+    def _mask(self, text: str, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(masked_ids, labels) [B, L] for one text modality's inputs: prepared ones, else drawn now."""
+        if MLM_LABELS_KEY in inputs:
+            return inputs[MASKED_IDS_KEY], inputs[MLM_LABELS_KEY]
+        if "input_ids" not in inputs:
+            raise ValueError(f"mlm: modality {text!r} inputs have no 'input_ids' (got {sorted(inputs)})")
+        vocab, mask_id, specials = self.text_info[text]
+        return mask_tokens(inputs["input_ids"], inputs.get("attention_mask"), mask_token_id=mask_id,
+                           vocab_size=vocab, special_token_ids=specials, probability=self.probability,
+                           generator=self.generator)
+
+    def prepare(self, batch: Batch) -> Batch:
+        """Draw the masks of every text modality now, so the step's masked-token count is known before it runs.
+
+        Returns a new Batch whose ``inputs[text]`` also hold ``mlm_input_ids`` / ``mlm_labels`` [B, L]
+        (already-prepared modalities are kept as they are).
+        """
+        inputs = dict(batch.inputs)
+        for text in self.text_info:
+            if text in inputs and MLM_LABELS_KEY not in inputs[text]:
+                masked_ids, labels = self._mask(text, inputs[text])
+                inputs[text] = {**inputs[text], MASKED_IDS_KEY: masked_ids, MLM_LABELS_KEY: labels}
+        return dataclasses.replace(batch, inputs=inputs)
+
+    def count(self, pair: PairInputs) -> int | None:
+        """Masked (selected) tokens of the pair's rows: the MLM loss is a mean over tokens, not samples."""
+        text, _ = self._roles(pair.a, pair.b)
+        if text is None:
+            return None
+        inputs = pair.inputs_a if text == pair.a else pair.inputs_b
+        if MLM_LABELS_KEY not in inputs:
+            raise ValueError("mlm: count() needs the masks drawn beforehand by prepare(batch)")
+        return int((inputs[MLM_LABELS_KEY] != IGNORE_INDEX).sum())
+
     def forward(self, pair: PairInputs) -> Tensor | None:
         text, other = self._roles(pair.a, pair.b)
         if text is None:
             return None
         if pair.encode is None:
             raise ValueError("mlm needs PairInputs.encode to re-encode the masked text")
-        vocab, mask_id, specials = self.text_info[text]
         inputs = pair.inputs_a if text == pair.a else pair.inputs_b
         other_out = pair.out_b if text == pair.a else pair.out_a
-        if "input_ids" not in inputs:
-            raise ValueError(f"mlm: modality {text!r} inputs have no 'input_ids' (got {sorted(inputs)})")
-        masked_ids, labels = mask_tokens(inputs["input_ids"], inputs.get("attention_mask"), mask_token_id=mask_id,
-                                         vocab_size=vocab, special_token_ids=specials,
-                                         probability=self.probability, generator=self.generator)
+        masked_ids, labels = self._mask(text, inputs)
         selected = labels != IGNORE_INDEX
         if not selected.any():
             return zero_loss(other_out.tokens if other_out is not None else None, pair.emb_a)

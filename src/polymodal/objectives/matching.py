@@ -73,14 +73,25 @@ class MatchingObjective(Objective):
         fused = self.fusers[pair_key(query, context)](q_tokens, q_mask, c_tokens, c_mask)
         return self.classifier(masked_mean(fused, q_mask.bool()))
 
+    def count(self, pair: PairInputs) -> int:
+        """Scored (a, b) pairs: n positives + one negative per row and per column that has one (0 when n < 2)."""
+        n = len(pair)
+        if n < 2:
+            return 0
+        positive = self._positive(pair, n)
+        return n + int((~positive.all(dim=1)).sum()) + int((~positive.all(dim=0)).sum())
+
+    def _positive(self, pair: PairInputs, n: int) -> Tensor:
+        groups = pair.group_ids if self.labels_as_positives else None
+        return same_group(groups, groups, n, n, 0, pair.emb_a.device)
+
     def forward(self, pair: PairInputs) -> Tensor | None:
         if pair.out_a is None or pair.out_b is None:
             raise ValueError("itm needs the encoders' token outputs (PairInputs.out_a / out_b)")
         n = len(pair)
         if n < 2:  # no in-batch negative exists
             return zero_loss(pair.emb_a, pair.emb_b, pair.out_a.tokens, pair.out_b.tokens)
-        groups = pair.group_ids if self.labels_as_positives else None
-        positive = same_group(groups, groups, n, n, 0, pair.emb_a.device)
+        positive = self._positive(pair, n)
         with torch.no_grad():
             similarity = pair.logit_scale * pair.emb_a @ pair.emb_b.T
         neg_b, valid_b = sample_hard_negatives(similarity, positive, self.generator)  # a_i with a wrong b
