@@ -156,3 +156,65 @@ def test_is_alignment_model_dir(tmp_path):
     (tmp_path / "other" / "config.json").write_text(json.dumps({"architecture": "MultimodalModel"}))
     (tmp_path / "other" / "model.safetensors").write_bytes(b"")
     assert not is_alignment_model_dir(tmp_path / "other")
+
+
+def _image_text_model_and_batches():
+    config = from_dict(AlignmentConfig, {
+        "modalities": {"image": {"kind": "image", "processor": {"image_size": 8, "channels": 1},
+                                 "options": {"channels": [8]}},
+                       "text": {"kind": "text", "options": {"dim": 16, "depth": 1}}},
+        "embed_dim": 8})
+    torch.manual_seed(0)
+    model = AlignmentModel(config).eval()
+    batches = []
+    for b, texts in enumerate((["one", "two words here", "one"], ["one", "three", "two words here"])):
+        text = model.processors["text"].collate([model.processors["text"](t) for t in texts])
+        batches.append(Batch(inputs={"image": {"pixel_values": torch.randn(3, 1, 8, 8)}, "text": text},
+                             present={"image": torch.ones(3, dtype=torch.bool), "text": torch.ones(3, dtype=torch.bool)},
+                             labels=torch.tensor([0, 1, 0]), ids=[f"{b}-{i}" for i in range(3)]))
+    return model, batches
+
+
+def test_copies_are_found_from_inputs_whatever_the_padding():
+    """"one" is padded to 3 tokens in batch 0 and to 1 in batch 1: still one caption (content group)."""
+    from polymodal.alignment.evaluate import collect_embeddings
+
+    model, batches = _image_text_model_and_batches()
+    data = collect_embeddings(model, batches)
+    groups = data.groups["text"].tolist()
+    assert groups[0] == groups[2] == groups[3] and groups[1] == groups[5] and len(set(groups)) == 3
+    assert len(set(data.groups["image"].tolist())) == 6  # random images: all different
+    positives = instance_positives(data.embeddings["image"], data.embeddings["text"], data.groups["image"],
+                                   data.groups["text"])
+    assert positives.mask(0, 6)[0].nonzero().view(-1).tolist() == [0, 2, 3]
+
+
+def test_instance_retrieval_is_the_one_definition_and_groups_can_be_overridden():
+    from polymodal.alignment.evaluate import collect_embeddings, instance_retrieval
+    from polymodal.alignment.metrics import first_positive_ranks
+
+    model, batches = _image_text_model_and_batches()
+    data = collect_embeddings(model, batches)
+    directions, ranks = instance_retrieval(data, ["image", "text"], ks=(1, 5))
+    report = evaluate_alignment(model, batches, zeroshot=False)
+    for name, metrics in directions.items():
+        assert metrics["R@1"] == report["retrieval"]["instance"][name]["R@1"]
+        assert float((ranks[name][1] == 1).double().mean()) == pytest.approx(metrics["R@1"])
+    assert report["summary"]["instance_mean_R@1"] == pytest.approx(
+        (directions["image_to_text"]["R@1"] + directions["text_to_image"]["R@1"]) / 2)
+    # Strict own-row positives (every row its own group) can only give fewer hits.
+    own = {m: torch.arange(6) for m in ("image", "text")}
+    strict, _ = instance_retrieval(data, ["image", "text"], ks=(1,), groups=own)
+    direct, _ = first_positive_ranks(data.embeddings["image"], data.embeddings["text"], None)
+    assert strict["image_to_text"]["R@1"] == pytest.approx(float((direct == 1).double().mean()))
+    assert strict["image_to_text"]["R@1"] <= directions["image_to_text"]["R@1"]
+
+
+def test_validation_metric_logged_by_the_trainer_is_the_same_instance_number():
+    from polymodal.alignment.recipe import alignment_config_from_dict, make_evaluate_fn
+
+    model, batches = _image_text_model_and_batches()
+    config = alignment_config_from_dict({"model": {"modalities": {"image": {"kind": "image"}, "text": {"kind": "text"}}}})
+    logged = make_evaluate_fn(config)(model, batches, torch.device("cpu"))
+    report = evaluate_alignment(model, batches, zeroshot=False)
+    assert logged["instance_R@1"] == pytest.approx(report["summary"]["instance_mean_R@1"])

@@ -179,3 +179,136 @@ def test_multilabel_and_binary_label_tensors(folder):
     dataset = MultimodalDataset(bin_rows, processors, {"no": 0, "yes": 1}, task="binary")
     labels = dataset.collate([dataset[i] for i in range(4)]).labels
     assert labels.dtype == torch.float32 and labels.tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+# ---------------------------------------------------------------------------------------------- label rule, ids
+
+
+@pytest.mark.parametrize("raw,canonical", [
+    (2, "2"), (2.0, "2"), ("2", "2"), ("2.0", "2"), (" 2 ", "2"), ("+2", "2"), ("2.", "2"), (-1.0, "-1"),
+    ("-0", "0"), (0.5, "0.5"), ("0.5", "0.5"), ("02", "02"), ("1e3", "1e3"), (True, "true"), (" cat ", "cat"),
+    (1e20, "100000000000000000000"),
+])
+def test_label_normalisation_rule(raw, canonical):
+    from polymodal.data.manifest import normalize_label
+
+    assert normalize_label(raw) == canonical
+
+
+def test_non_finite_or_structured_labels_are_refused_with_the_row(folder, tmp_path):
+    from polymodal.data.manifest import normalize_label
+
+    with pytest.raises(DataError, match="not a finite number"):
+        normalize_label(float("nan"))
+    with pytest.raises(DataError, match="dict"):
+        normalize_label({"a": 1})
+    root, rows = folder
+    rows[2]["label"] = float("inf")
+    (root / "inf.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # json writes Infinity
+    with pytest.raises(DataError, match="inf.jsonl row 3: label inf is not a finite number"):
+        read_manifest(root / "inf.jsonl", make_config().model.modalities)
+    rows[2]["label"] = float("nan")  # pandas' empty cell: a missing label, not a class "nan"
+    (root / "nan.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_manifest(root / "nan.jsonl", make_config().model.modalities)[2].label is None
+
+
+def _twelve_rows(rows, label_of):
+    """12 rows reusing the fixture's 4 files, labelled ``label_of(k)`` for k = 0..11, in shuffled order."""
+    order = [7, 0, 11, 3, 10, 1, 5, 2, 9, 4, 8, 6]
+    return [{**rows[k % 4], "id": f"r{k}", "label": label_of(k)} for k in order]
+
+
+@pytest.mark.parametrize("kind", ["jsonl-numbers", "jsonl-strings", "csv", "jsonl-floats"])
+def test_integer_labels_sort_by_value_in_every_reader(folder, kind):
+    root, rows = folder
+    if kind == "csv":
+        path = write_csv(root / "train.csv", _twelve_rows(rows, lambda k: str(k + 1)))  # "1".."12"
+        expected = [str(k) for k in range(1, 13)]
+    else:
+        label_of = {"jsonl-numbers": int, "jsonl-strings": str, "jsonl-floats": float}[kind]
+        path = write_jsonl(root / "train.jsonl", _twelve_rows(rows, label_of))
+        expected = [str(k) for k in range(12)]
+    _, labels = loaders_for(make_config(train=str(path)))
+    assert labels == expected  # not "0", "1", "10", "11", "2", ...
+
+
+def test_mixed_labels_keep_plain_string_order():
+    from polymodal.data.manifest import sort_labels
+
+    assert sort_labels(["b", "10", "a", "9"]) == ["10", "9", "a", "b"]
+    assert sort_labels(["10", "-1", "2", "0"]) == ["-1", "0", "2", "10"]
+    assert sort_labels(["02", "1", "10"]) == ["02", "1", "10"]  # "02" is a code, not an integer: text order
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_integral_float_joins_the_integer_class_with_a_warning(folder, suffix):
+    root, rows = folder
+    rows = [{**r, "label": lab} for r, lab in zip(rows, [1, 2.0, "2", " 1"])]
+    if suffix == "csv":
+        rows[1]["label"] = "2.0"  # what a spreadsheet / pandas export writes
+        path = write_csv(root / "train.csv", rows)
+    else:
+        path = write_jsonl(root / "train.jsonl", rows)
+    with pytest.warns(UserWarning, match=r"2\.0'? \(row 2\) and '2' \(row 3\) are read as label '2'"):
+        _, labels = loaders_for(make_config(train=str(path)))
+    assert labels == ["1", "2"]
+
+
+def test_multilabel_lists_and_pipe_strings_are_normalised(folder):
+    root, rows = folder
+    rows = [{**r, "label": lab} for r, lab in zip(rows, [[1, 2.0], "1|2.0", ["3"], " 2 | 10"])]
+    parsed = read_manifest(write_jsonl(root / "multi.jsonl", rows), make_config().model.modalities, task="multilabel")
+    assert [row.label for row in parsed] == [["1", "2"], ["1", "2"], ["3"], ["2", "10"]]
+    from polymodal.data.manifest import collect_labels
+
+    assert collect_labels(parsed) == ["1", "2", "3", "10"]
+
+
+@pytest.mark.filterwarnings("ignore:.*name the same class")
+def test_configured_labels_are_normalised_and_collisions_refused(folder):
+    from polymodal.config import Config, from_dict
+
+    root, rows = folder
+    rows = [{**r, "label": lab} for r, lab in zip(rows, [0, 1, 2, 2.0])]
+    path = write_jsonl(root / "train.jsonl", rows)
+
+    def config(labels):
+        return from_dict(Config, {"model": {"modalities": MODALITIES, "head": {"labels": labels}},
+                                  "data": {"batch_size": 2, "train": str(path)}})
+
+    _, labels = loaders_for(config(["0", "1.0", " 2"]))
+    assert labels == ["0", "1", "2"]
+    with pytest.raises(DataError, match=r"model.head.labels: '2' and '2.0' are the same label '2'"):
+        loaders_for(config(["0", "1", "2", "2.0"]))
+
+
+def test_duplicate_ids_are_refused_naming_the_id_and_both_rows(folder):
+    root, rows = folder
+    rows[2]["id"] = rows[0]["id"]
+    path = write_jsonl(root / "train.jsonl", rows)
+    with pytest.raises(DataError, match=r"train.jsonl row 3: duplicate id 's0', already used by train.jsonl row 1"):
+        loaders_for(make_config(train=str(path)))
+    # `polymodal eval --data` reads a test split through the same validation
+    with pytest.raises(DataError, match="duplicate id 's0'"):
+        build_dataloaders(make_config(test=str(path)), build_processors(make_config().model.modalities),
+                          splits=("test",))
+
+
+def test_duplicate_ids_in_skip_mode_drop_the_later_row(folder):
+    root, rows = folder
+    rows[3]["id"] = rows[1]["id"]
+    path = write_csv(root / "val.csv", rows)
+    with pytest.warns(UserWarning, match=r"val.csv row 4: duplicate id 's1', already used by val.csv row 2"):
+        loaders, _ = loaders_for(make_config(train=str(write_jsonl(root / "train.jsonl", rows[:3])), val=str(path),
+                                             on_error="skip"))
+    kept = loaders["val"].dataset.rows
+    assert [r.id for r in kept] == ["s0", "s1", "s2"] and kept[1].inputs["caption"] == "sample 1"
+
+
+def test_generated_ids_may_not_collide_with_given_ones(folder):
+    root, rows = folder
+    rows[0]["id"] = "3"  # row 3 has no id: it gets its row number, "3"
+    rows[2].pop("id")
+    path = write_jsonl(root / "train.jsonl", rows)
+    with pytest.raises(DataError, match=r"row 3: duplicate id '3', already used by train.jsonl row 1"):
+        loaders_for(make_config(train=str(path)))

@@ -63,7 +63,8 @@ def test_undefined_resamples_are_reported():
     rare = np.r_[np.zeros(200, int), 1, 2, 3]  # a resample holds all three rare classes only ~25% of the time
     with pytest.raises(ValueError, match="undefined on"):
         bootstrap_ci(needs_two_classes, rare, rare, n_resamples=100)
-    assert bootstrap_ci(needs_two_classes, y.repeat(10), pred.repeat(10), n_resamples=50)[0] == 1.0
+    with pytest.warns(UserWarning, match="degenerate"):  # every resample is perfect: a zero-width interval
+        assert bootstrap_ci(needs_two_classes, y.repeat(10), pred.repeat(10), n_resamples=50)[0] == 1.0
     with pytest.raises(ValueError, match="same first dim"):
         bootstrap_ci(accuracy_metric, y, pred[:3])
 
@@ -82,3 +83,26 @@ def test_paired_bootstrap_identical_and_different_predictors():
     nearly = pred.copy()
     nearly[0] = 1 - nearly[0]
     assert not paired_bootstrap(accuracy_metric, y, nearly, pred)["significant"]
+
+
+def test_degenerate_distributions_warn_and_are_never_significant():
+    from polymodal.evaluation.bootstrap import DegenerateBootstrapWarning
+
+    y = np.array([0, 1, 2])
+    with pytest.warns(DegenerateBootstrapWarning, match="all 200 resamples give 1"):
+        assert bootstrap_ci(accuracy_metric, y, y, n_resamples=200) == (1.0, 1.0, 1.0)
+    result = paired_bootstrap(accuracy_metric, y, y, (y + 1) % 3, n_resamples=200)
+    assert result["degenerate"] and not result["significant"] and result["warnings"]
+    assert result["p_value"] == pytest.approx(2 / 201)  # (1 + 0) / (R + 1), doubled: never 0
+
+
+def test_macro_f1_metric_follows_sklearn_default_labels_per_resample():
+    """Classes absent from a (re)sample's targets and predictions are left out; predicted-only classes count."""
+    rng = np.random.default_rng(8)
+    y, pred = rng.integers(0, 3, (50, 12)), rng.integers(0, 4, (50, 12))  # class 3 only ever predicted
+    y[:10] = np.where(y[:10] == 2, 0, y[:10])  # some rows lack class 2 in their targets
+    ours = macro_f1_metric(y, pred, 6)  # classes 4, 5 never occur: no effect
+    ref = [f1_score(y[r], pred[r], average="macro", zero_division=0) for r in range(50)]
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+    perfect = np.array([0, 0, 1, 1])
+    assert macro_f1_metric(perfect, perfect, 3) == 1.0  # a third class with no support is not an F1 of 0

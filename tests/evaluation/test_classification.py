@@ -53,9 +53,8 @@ def test_multiclass_matches_sklearn(seed):
     for name, ref in zip(("precision", "recall", "f1", "support"), (p, r, f, s)):
         _assert_close(ours["per_class"][name], ref, f"per-class {name}")
     for average in ("macro", "micro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=average, zero_division=0
-        )
+        # scikit-learn's DEFAULT label set (classes in y_true or y_pred): a class never seen is not a zero.
+        p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)
         got = ours[f"{average}_avg"]
         _assert_close([got["precision"], got["recall"], got["f1"]], [p, r, f], f"{average} average")
 
@@ -86,7 +85,7 @@ def test_binary_matches_sklearn(seed):
     _assert_close(report["accuracy"], skm.accuracy_score(y_true, y_pred), "accuracy")
     p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average="binary", zero_division=0)
     _assert_close([report["binary"][k] for k in ("precision", "recall", "f1")], [p, r, f], "positive class")
-    _assert_close(report["macro_f1"], skm.f1_score(y_true, y_pred, average="macro", labels=[0, 1], zero_division=0), "macro F1")
+    _assert_close(report["macro_f1"], skm.f1_score(y_true, y_pred, average="macro", zero_division=0), "macro F1")
     if len(np.unique(y_true)) == 2:
         _assert_close(report["roc_auc"], skm.roc_auc_score(y_true, positive), "binary AUC")
     else:
@@ -108,8 +107,11 @@ def test_multilabel_matches_sklearn(seed):
     probs = np.round(rng.random((n, c)), 1)  # includes exact 0.5 values: threshold is >=
     y_pred = (probs >= 0.5).astype(int)
     ours = multilabel_scores(y_true, y_pred)
+    used = [k for k in range(c) if y_true[:, k].any() or y_pred[:, k].any()]  # our one policy (module docstring)
     for average in ("micro", "macro", "weighted", "samples"):
-        p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)
+        p, r, f, _ = skm.precision_recall_fscore_support(
+            y_true, y_pred, average=average, zero_division=0, labels=used if average == "macro" else None
+        )
         got = ours[f"{average}_avg"]
         _assert_close([got["precision"], got["recall"], got["f1"]], [p, r, f], f"multi-label {average}")
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
@@ -182,3 +184,57 @@ def test_predict_loader_collects_probs_labels_and_ids():
     with torch.no_grad():
         expected = torch.cat([model(b).logits.softmax(-1) for b in batches]).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- classes without support
+
+
+def _one_hot_probs(pred, c):
+    probs = np.full((len(pred), c), 0.05)
+    probs[np.arange(len(pred)), pred] = 0.9
+    return probs
+
+
+def test_class_with_no_support_is_left_out_and_named():
+    """cat, dog, bird scored on a test set with no bird, every prediction right: macro 1.0 (sklearn), bird named."""
+    y = np.array([0, 0, 1, 1, 0, 1])
+    report = classification_report(y, _one_hot_probs(y, 3), ["cat", "dog", "bird"])
+    assert report["macro_f1"] == report["macro_avg"]["recall"] == report["macro_avg"]["precision"] == 1.0
+    assert report["macro_f1"] == skm.f1_score(y, y, average="macro")
+    assert report["no_support_classes"] == report["unused_classes"] == ["bird"]
+    assert "bird" in report["notes"][0] and "left out" in report["notes"][0]
+    assert report["per_class"]["bird"]["support"] == 0  # the row stays
+    assert "note: no true sample of class(es) bird" in format_report_table(report)
+
+
+def test_class_predicted_but_never_true_counts_against_precision():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    pred = np.array([0, 2, 1, 1, 0, 2])  # "bird" predicted twice, never true
+    report = classification_report(y, _one_hot_probs(pred, 3), ["cat", "dog", "bird"])
+    for name in ("precision", "recall", "f1"):
+        ref = skm.precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+        assert report["macro_avg"][name] == pytest.approx(ref[("precision", "recall", "f1").index(name)], abs=TOL)
+    assert report["macro_f1"] < 1 and report["unused_classes"] == [] and report["no_support_classes"] == ["bird"]
+    assert "predicted but never true" in report["notes"][0]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_macro_averages_match_sklearn_default_with_absent_and_predicted_only_classes(seed):
+    rng = np.random.default_rng(900 + seed)
+    c = int(rng.integers(4, 9))
+    n = int(rng.integers(3, 30))
+    y = rng.choice(c - 2, size=n)  # the last two classes are never true
+    pred = np.where(rng.random(n) < 0.3, c - 1, rng.choice(c - 2, size=n))  # the last one is sometimes predicted
+    report = classification_report(y, _one_hot_probs(pred, c))
+    p, r, f, _ = skm.precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+    _assert_close([report["macro_avg"][k] for k in ("precision", "recall", "f1")], [p, r, f], "macro, default labels")
+    _assert_close(report["weighted_f1"], skm.f1_score(y, pred, average="weighted", zero_division=0), "weighted")
+    used = set(y) | set(pred)
+    assert report["unused_classes"] == [str(k) for k in range(c) if k not in used]
+
+
+def test_evaluate_classifier_uses_the_same_macro_definition():
+    from polymodal.evaluation.classification import precision_recall_f1
+
+    y, pred = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
+    assert precision_recall_f1(y, pred, 5)["macro_avg"]["f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))

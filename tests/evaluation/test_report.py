@@ -17,6 +17,7 @@ from polymodal.evaluation.report import (
     evaluate_path,
     load_schema,
     validate_report,
+    write_report,
 )
 from polymodal.model import MultimodalModel
 from polymodal.types import Batch
@@ -192,3 +193,99 @@ def test_cli_eval_writes_reports_and_explains_missing_data(evaluated, tmp_path, 
     assert "95% CI" in capsys.readouterr().out
     assert main(["eval", str(run), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x")]) == 2
     assert "nope.jsonl" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- small samples, one definition
+
+
+def test_accuracy_interval_is_clopper_pearson_and_degenerate_intervals_are_flagged():
+    import numpy as np
+    from scipy import stats
+
+    from polymodal.evaluation.report import classification_quality, interval_notes
+
+    y = np.array([0, 1, 0])
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.7, 0.3, 0.0]])  # 3 of 3 right; class "c" absent
+    quality = classification_quality(y, probs, ["a", "b", "c"], "multiclass", ReportOptions(bootstrap=100))
+    accuracy = quality["bootstrap"]["intervals"]["accuracy"]
+    ref = stats.binomtest(3, 3).proportion_ci(0.95, method="exact")
+    assert accuracy["method"] == "clopper-pearson"
+    assert (accuracy["low"], accuracy["high"]) == pytest.approx((ref.low, ref.high))  # [0.29, 1.0], not [1, 1]
+    macro = quality["bootstrap"]["intervals"]["macro_f1"]
+    assert macro["degenerate"] and "zero width" in macro["note"]
+    report = {"quality": quality}
+    notes = interval_notes(report)
+    assert any("Clopper" in n for n in notes) and any(n.startswith("macro_f1: degenerate") for n in notes)
+    assert any("no true sample of class(es) c" in n for n in notes)
+
+
+def _caption_model_and_batches():
+    """A tiny image + text aligner; 3 batches of 4 rows whose captions repeat ("stripes" on 6 of 12 rows) and are
+    padded to different lengths in different batches."""
+    from polymodal.alignment import AlignmentConfig, AlignmentModel
+
+    torch.manual_seed(0)
+    config = from_dict(AlignmentConfig, {
+        "modalities": {"image": {"kind": "image", "processor": {"image_size": 8, "channels": 1},
+                                 "options": {"channels": [4]}},
+                       "text": {"kind": "text", "options": {"dim": 16, "depth": 1}}},
+        "embed_dim": 8})
+    model = AlignmentModel(config).eval()
+    captions = [["stripes", "dots", "stripes", "a very long checker caption"],
+                ["stripes", "dots", "stripes", "dots"],
+                ["stripes", "stripes", "dots", "checker"]]
+    gen = torch.Generator().manual_seed(1)
+    batches = []
+    for b, texts in enumerate(captions):
+        text = model.processors["text"].collate([model.processors["text"](t) for t in texts])
+        batches.append(Batch(inputs={"image": {"pixel_values": torch.randn(4, 1, 8, 8, generator=gen)}, "text": text},
+                             present={"image": torch.ones(4, dtype=torch.bool), "text": torch.ones(4, dtype=torch.bool)},
+                             labels=None, ids=[f"{b}-{i}" for i in range(4)]))
+    return model, batches
+
+
+def test_alignment_report_states_one_instance_number_everywhere(tmp_path):
+    from polymodal.alignment.evaluate import evaluate_alignment
+
+    model, batches = _caption_model_and_batches()
+    report = build_report(model, batches, ReportOptions(bootstrap=100, efficiency=False, severities=(0, 2)))
+    validate_report(report)
+    retrieval = report["retrieval"]
+    table = retrieval["pairs"]["image-text"]
+    full = evaluate_alignment(model, batches)["retrieval"]["instance"]
+    stored = retrieval["evaluate_alignment"]["retrieval"]["instance"]
+    for direction in ("image_to_text", "text_to_image"):
+        assert table[f"{direction}/R@1"] == full[direction]["R@1"] == stored[direction]["R@1"]
+    mean = (table["image_to_text/R@1"] + table["text_to_image/R@1"]) / 2
+    assert retrieval["instance_mean_R@1"] == pytest.approx(mean)
+    assert retrieval["bootstrap"]["intervals"]["instance_R@1"]["point"] == pytest.approx(mean)
+    for curve in report["robustness"]["corruptions"]:  # severity 0 = the clean headline
+        assert curve["values"][0] == pytest.approx(mean)
+    # Histogram: the first-correct ranks of the same definition; rank-1 share = the headline.
+    histogram = report["retrieval_ranks"]["histogram"]
+    assert histogram["counts"][0] / sum(histogram["counts"]) == pytest.approx(mean)
+    paths = write_report(report, tmp_path)
+    for name in ("md", "html"):
+        text = paths[name].read_text()
+        assert "Instance level: instance level: a query is correct when its own pair, or an item with identical" in text
+
+
+def test_repeated_captions_are_positives_in_the_report_table():
+    """With 6 "stripes" captions, an image query is right when ANY stripes caption comes first (strict own-row
+    R@1 would count those ties against the model)."""
+    from polymodal.alignment.metrics import first_positive_ranks, instance_positives
+
+    model, batches = _caption_model_and_batches()
+    report = build_report(model, batches, ReportOptions(bootstrap=0, efficiency=False, robustness=False))
+    got = report["retrieval"]["pairs"]["image-text"]["image_to_text/R@1"]
+    with torch.no_grad():
+        images = torch.cat([model.encode(b, "image") for b in batches])
+        texts = torch.cat([model.encode(b, "text") for b in batches])
+    words = [t for texts_ in (["stripes", "dots", "stripes", "a very long checker caption"],
+                              ["stripes", "dots", "stripes", "dots"], ["stripes", "stripes", "dots", "checker"])
+             for t in texts_]
+    group_text = torch.tensor([sorted(set(words)).index(w) for w in words])
+    ranks, _ = first_positive_ranks(images, texts, instance_positives(torch.arange(12), group_text))
+    assert got == pytest.approx(float((ranks == 1).double().mean()))
+    strict, _ = first_positive_ranks(images, texts, None)
+    assert float((strict == 1).double().mean()) <= got

@@ -7,8 +7,13 @@
 Definitions (stated in the report under "definitions"):
 - Recall@K: the fraction of queries with ANY correct item among the top K (CLIP paper, CLIP_benchmark).
 - Instance level: the correct item of query i is its own pair, row i of the other modality. Rows whose
-  content is identical (the same image paired with two recordings: identical embeddings) are the same
-  instance, so an item is also correct when it is a copy of the pair or when its own pair is a copy of the query.
+  content is identical (the same processed input: a caption repeated for many images, the same image paired
+  with two recordings) are the same instance, so an item is also correct when it is a copy of the pair or when
+  its own pair is a copy of the query (CLIP_benchmark's multi-positive Recall@K). Identity is decided on the
+  processed inputs (padding left out), so it does not depend on batch composition or on corruptions applied
+  later; without inputs (embeddings given directly) bit-identical embeddings are the fallback. This is the
+  ONE instance definition of the project: validation during training, test metrics, ``polymodal eval``'s
+  tables, headline, bootstrap CI, rank histogram and robustness curves all call :func:`instance_retrieval`.
 - Class level (data with labels): every item with the query's label is correct (several positives per query).
 - mean / median rank: 1-based rank of the first correct item; mAP over all correct items; ties pessimistic.
 - Zero-shot: class embedding = mean of the normalised prompt embeddings (templates × class name),
@@ -18,6 +23,7 @@ Definitions (stated in the report under "definitions"):
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -30,12 +36,21 @@ import torch
 from torch import Tensor
 
 from ..types import Batch
-from .metrics import Positives, retrieval_metrics
+from .metrics import (
+    INSTANCE_DEFINITION,
+    Positives,
+    content_groups,
+    embedding_groups,
+    first_positive_ranks,
+    summarize_ranks,
+)
+from .metrics import instance_positives as _positives_from_groups
 from .zeroshot import build_zeroshot_classifier, default_templates, zeroshot_metrics
 
 DEFINITIONS = {
     "recall_at_k": "fraction of queries with ANY correct item among the top K (CLIP paper / CLIP_benchmark)",
-    "instance": "correct item = the query's own pair (or an identical copy of it)",
+    "instance": "correct item = the query's own pair or an item with identical content (e.g. an identical "
+                "caption): multi-positive Recall@K of CLIP_benchmark",
     "class": "correct items = every item with the query's label (several positives per query)",
     "rank": "1-based rank of the first correct item; ties are counted against the model",
     "mAP": "mean over queries of the average precision over all correct items",
@@ -46,13 +61,41 @@ DEFINITIONS = {
 
 @dataclass
 class CollectedEmbeddings:
-    """Per modality: embeddings [N, E] (zeros where absent) and present [N]; labels [N] or None; ids."""
+    """Per modality: embeddings [N, E] (zeros where absent) and present [N]; labels [N] or None; ids;
+    groups: per modality a content group id [N] (rows with identical processed inputs share one), or None."""
 
     embeddings: dict[str, Tensor]
     present: dict[str, Tensor]
     labels: Tensor | None
     ids: list[str]
     loss: float | None = None
+    groups: dict[str, Tensor] | None = None
+
+
+def _row_content_keys(inputs: dict[str, Any], n: int) -> list[bytes | None]:
+    """A digest of each row's processed input tensors; padding (positions where a ``*mask`` key is off) is
+    cut away first, so one caption padded to two batch lengths gives one key. [None] * n when the inputs hold
+    no per-row tensor (the caller then falls back to identical embeddings)."""
+    inputs = {key: value.detach().cpu() for key, value in inputs.items()  # one copy per tensor, not per row
+              if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == n}
+    if not inputs:
+        return [None] * n
+    # numpy has no bfloat16: hash those as float32 (exact: every bfloat16 value is a float32 value)
+    inputs = {k: v.float() if v.dtype == torch.bfloat16 else v for k, v in inputs.items()}
+    mask_key = next((k for k in sorted(inputs) if k.endswith("mask") and inputs[k].dim() == 2), None)
+    keys = []
+    for i in range(n):
+        digest = hashlib.blake2b(digest_size=16)
+        keep = inputs[mask_key][i].bool() if mask_key is not None else None
+        for key in sorted(inputs):
+            row = inputs[key][i]
+            if keep is not None and row.dim() >= 1 and row.shape[-1] == keep.shape[0]:
+                row = row[..., keep]
+            digest.update(key.encode())
+            digest.update(str(tuple(row.shape)).encode())
+            digest.update(row.contiguous().numpy().tobytes())
+        keys.append(digest.digest())
+    return keys
 
 
 @torch.no_grad()
@@ -65,11 +108,13 @@ def collect_embeddings(model: Any, batches: Iterable[Batch], device: torch.devic
     model.eval()
     chunks: dict[str, list[Tensor]] = defaultdict(list)
     present: dict[str, list[Tensor]] = defaultdict(list)
+    keys: dict[str, list[bytes | None]] = defaultdict(list)
     labels: list[Tensor] = []
     ids: list[str] = []
     loss_sum, count, has_labels = 0.0, 0, True
     try:
         for batch in batches:
+            host_inputs = batch.inputs  # content keys from the loader's (CPU) tensors: no per-row device copies
             batch = batch.to(device)
             names = [m for m in model.modality_names if m in batch.inputs]
             if with_loss:
@@ -81,6 +126,7 @@ def collect_embeddings(model: Any, batches: Iterable[Batch], device: torch.devic
             n = len(batch)
             for m in names:
                 chunks[m].append(embeddings[m].float().cpu())
+                keys[m].extend(_row_content_keys(host_inputs[m], n))
                 mask = batch.present.get(m)
                 present[m].append(torch.ones(n, dtype=torch.bool) if mask is None else mask.cpu())
             if batch.labels is None or batch.labels.dim() != 1:
@@ -99,27 +145,20 @@ def collect_embeddings(model: Any, batches: Iterable[Batch], device: torch.devic
         labels=torch.cat(labels) if has_labels and labels else None,
         ids=ids,
         loss=loss_sum / count if with_loss else None,
+        groups={m: content_groups(v) for m, v in keys.items() if None not in v},
     )
 
 
 # ---------------------------------------------------------------------------------------------- positives
 
 
-def _content_groups(emb: Tensor) -> Tensor:
-    """Group id per row; rows with bit-identical embeddings (identical inputs) share a group."""
-    return torch.unique(emb, dim=0, return_inverse=True)[1]
-
-
-def instance_positives(emb_a: Tensor, emb_b: Tensor) -> Positives:
-    """Query a_i's correct items: b_j with b_j ≡ b_i (a copy of its pair) or a_j ≡ a_i (paired with a copy of it)."""
-    group_a, group_b = _content_groups(emb_a), _content_groups(emb_b)
-    rows_a: dict[int, list[int]] = defaultdict(list)
-    rows_b: dict[int, list[int]] = defaultdict(list)
-    for j, (ga, gb) in enumerate(zip(group_a.tolist(), group_b.tolist())):
-        rows_a[ga].append(j)
-        rows_b[gb].append(j)
-    lists = [sorted(set(rows_a[ga]) | set(rows_b[gb])) for ga, gb in zip(group_a.tolist(), group_b.tolist())]
-    return Positives.from_lists(lists, int(emb_b.shape[0]))
+def instance_positives(emb_a: Tensor, emb_b: Tensor, group_a: Tensor | None = None,
+                       group_b: Tensor | None = None) -> Positives:
+    """Instance-level positives of queries a_i over items b_j (see metrics.instance_positives): content groups
+    ``group_a`` / ``group_b`` [N] when known, else bit-identical embeddings [N, E] define the copies."""
+    group_a = embedding_groups(emb_a) if group_a is None else group_a
+    group_b = embedding_groups(emb_b) if group_b is None else group_b
+    return _positives_from_groups(group_a, group_b)
 
 
 def chance_retrieval(n_items: int, positives_per_query: Tensor, ks: Sequence[int]) -> dict[str, float]:
@@ -154,10 +193,54 @@ def _counts(positives: Positives, n_queries: int) -> Tensor:
 
 
 def _direction(queries: Tensor, items: Tensor, positives: Positives, ks: Sequence[int], chunk_size: int
-               ) -> dict[str, Any]:
-    metrics: dict[str, Any] = retrieval_metrics(queries, items, positives, ks=ks, chunk_size=chunk_size)
+               ) -> tuple[dict[str, Any], Tensor]:
+    ranks, aps = first_positive_ranks(queries, items, positives, chunk_size=chunk_size)
+    metrics: dict[str, Any] = summarize_ranks(ranks, aps, ks)
     metrics["chance"] = chance_retrieval(int(items.shape[0]), _counts(positives, int(queries.shape[0])), ks)
-    return metrics
+    return metrics, ranks
+
+
+def _pairs(data: CollectedEmbeddings, names: Sequence[str], pairs: Sequence[Sequence[str]] | None
+           ) -> list[tuple[str, str, Tensor]]:
+    """(a, b, rows having both) for every pair with at least one such row."""
+    if pairs is None:
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    out = []
+    for a, b in pairs:
+        rows = torch.nonzero(data.present[a] & data.present[b]).view(-1)
+        if rows.numel():
+            out.append((a, b, rows))
+    return out
+
+
+def instance_retrieval(
+    data: CollectedEmbeddings,
+    modalities: Sequence[str] | None = None,
+    pairs: Sequence[Sequence[str]] | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 1024,
+    groups: dict[str, Tensor] | None = None,
+) -> tuple[dict[str, Any], dict[str, tuple[Tensor, Tensor]]]:
+    """THE instance-level retrieval of the project (module docstring; ``metrics.INSTANCE_DEFINITION``).
+
+    data: collected embeddings; ``groups`` overrides ``data.groups`` (robustness passes the clean data's groups,
+    so a corrupted copy of an image is still a copy). → ({"a_to_b": {"R@k", "mean_rank", "median_rank", "mAP",
+    "num_queries", "queries_without_positive", "chance"}, ...}, {"a_to_b": (rows [Q] of the queries in data
+    order, first-correct ranks [Q])}).
+    """
+    groups = groups if groups is not None else (data.groups or {})
+    names = list(modalities or data.embeddings)
+    directions: dict[str, Any] = {}
+    ranks: dict[str, tuple[Tensor, Tensor]] = {}
+    for a, b, rows in _pairs(data, names, pairs):
+        emb_a, emb_b = data.embeddings[a][rows], data.embeddings[b][rows]
+        group_a = groups[a][rows] if a in groups else None
+        group_b = groups[b][rows] if b in groups else None
+        forward = instance_positives(emb_a, emb_b, group_a, group_b)
+        for (src, dst), q, i, pos in (((a, b), emb_a, emb_b, forward), ((b, a), emb_b, emb_a, forward.transpose())):
+            directions[f"{src}_to_{dst}"], first = _direction(q, i, pos, ks, chunk_size)
+            ranks[f"{src}_to_{dst}"] = (rows, first)
+    return directions, ranks
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -179,6 +262,7 @@ def evaluate_alignment(
     device: torch.device | str | None = None,
     with_loss: bool = False,
     chunk_size: int = 1024,
+    keep_ranks: bool = False,
 ) -> dict[str, Any]:
     """Retrieval (both directions of every pair) + zero-shot of an aligned model on labelled or pair data.
 
@@ -189,6 +273,9 @@ def evaluate_alignment(
     modality when the model has a text modality, the data has labels and ``class_names`` (label order) are
     given; ``templates``: one list for all modalities or {modality: [...]} (default: the kind's templates).
     Floats may be NaN (e.g. no labelled queries); ``recipe.jsonable`` turns them into null for JSON.
+    ``keep_ranks``: also "instance_ranks" {direction: (rows [Q], first-correct ranks [Q])} (tensors, for the
+    report's histogram and bootstrap; not JSON). The summary holds ``instance_mean_R@k`` (mean over the
+    instance directions) next to ``mean_R@k`` (class level when labelled, else instance level).
     """
     data = loader_or_batches if isinstance(loader_or_batches, CollectedEmbeddings) else collect_embeddings(
         model, loader_or_batches, device, with_loss)
@@ -196,26 +283,23 @@ def evaluate_alignment(
     missing = [m for m in names if m not in data.embeddings]
     if missing:
         raise KeyError(f"the data has no {missing} inputs; it has {sorted(data.embeddings)}")
-    if pairs is None:
-        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     report: dict[str, Any] = {"definitions": DEFINITIONS, "num_samples": len(data.ids)}
     if data.loss is not None:
         report["loss"] = data.loss
     levels: dict[str, dict[str, Any]] = {}
-    for a, b in pairs:
-        rows = torch.nonzero(data.present[a] & data.present[b]).view(-1)
-        if rows.numel() == 0:
-            continue
-        emb_a, emb_b = data.embeddings[a][rows], data.embeddings[b][rows]
-        if instance:
-            forward = instance_positives(emb_a, emb_b)
-            levels.setdefault("instance", {})[f"{a}_to_{b}"] = _direction(emb_a, emb_b, forward, ks, chunk_size)
-            levels["instance"][f"{b}_to_{a}"] = _direction(emb_b, emb_a, forward.transpose(), ks, chunk_size)
-        if by_label and data.labels is not None:
+    if instance:
+        directions, ranks = instance_retrieval(data, names, pairs, ks, chunk_size)
+        if directions:
+            levels["instance"] = directions
+        if keep_ranks:
+            report["instance_ranks"] = ranks
+    if by_label and data.labels is not None:
+        for a, b, rows in _pairs(data, names, pairs):
+            emb_a, emb_b = data.embeddings[a][rows], data.embeddings[b][rows]
             labels = data.labels[rows]
             forward = Positives.from_labels(labels, labels)
-            levels.setdefault("class", {})[f"{a}_to_{b}"] = _direction(emb_a, emb_b, forward, ks, chunk_size)
-            levels["class"][f"{b}_to_{a}"] = _direction(emb_b, emb_a, forward.transpose(), ks, chunk_size)
+            levels.setdefault("class", {})[f"{a}_to_{b}"] = _direction(emb_a, emb_b, forward, ks, chunk_size)[0]
+            levels["class"][f"{b}_to_{a}"] = _direction(emb_b, emb_a, forward.transpose(), ks, chunk_size)[0]
     report["retrieval"] = levels
     if zeroshot and class_names is not None and data.labels is not None:
         report["zeroshot"] = _zeroshot(model, data, names, class_names, templates, text_modality)
@@ -261,6 +345,9 @@ def _summary(report: dict[str, Any], ks: Sequence[int]) -> dict[str, float]:
     for k in ks:
         values = [d[f"R@{k}"] for d in directions.values() if d[f"R@{k}"] == d[f"R@{k}"]]
         summary[f"mean_R@{k}"] = sum(values) / len(values) if values else float("nan")
+    for k in ks:  # the instance level always, so every consumer reads one instance number from here
+        values = [d[f"R@{k}"] for d in levels.get("instance", {}).values() if d[f"R@{k}"] == d[f"R@{k}"]]
+        summary[f"instance_mean_R@{k}"] = sum(values) / len(values) if values else float("nan")
     if report.get("zeroshot"):
         tops = [m["top1"] for m in report["zeroshot"].values()]
         summary["mean_zeroshot_top1"] = sum(tops) / len(tops)
@@ -360,5 +447,7 @@ __all__ = [
     "evaluate_alignment_path",
     "format_alignment_table",
     "instance_positives",
+    "instance_retrieval",
+    "INSTANCE_DEFINITION",
     "is_alignment_model_dir",
 ]

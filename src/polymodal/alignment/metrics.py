@@ -1,5 +1,9 @@
 """Retrieval metrics with the CLIP_benchmark definition, computed in query chunks (never a full Q×N matrix).
 
+Every retrieval number polymodal states (train-time validation, test metrics, ``eval`` tables, headline and its
+CI, rank histogram, robustness curves) comes from :func:`first_positive_ranks`; instance-level positives come
+from :func:`instance_positives` (``INSTANCE_DEFINITION``: the own pair or an identical copy counts).
+
 - Recall@K: fraction of queries with ANY correct item among the top K (CLIP_benchmark ``recall_at_k``).
 - mean / median rank: 1-based rank of the first correct item.
 - mAP: mean over queries of average precision over all of the query's correct items.
@@ -136,6 +140,32 @@ def rank_chunk(scores: Tensor, positive: Tensor, ties: Ties = "pessimistic", com
     return first, ap.masked_fill(~has_pos, float("nan"))
 
 
+def first_positive_ranks(
+    queries: Tensor,
+    items: Tensor,
+    positives: Positives | Sequence[Sequence[int]] | Tensor | None = None,
+    chunk_size: int = 1024,
+    ties: Ties = "pessimistic",
+    compute_map: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """queries [Q, E] vs items [N, E] → (first-correct rank [Q] long, 0 without a positive; AP [Q] float).
+
+    The one ranking routine behind every retrieval number (R@K = share of ranks ≤ K)."""
+    if ties not in ("pessimistic", "optimistic"):
+        raise ValueError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
+    positives = as_positives(positives, int(queries.shape[0]), int(items.shape[0]))
+    items = items.float()
+    first_ranks, aps = [], []
+    for start in range(0, int(queries.shape[0]), chunk_size):
+        stop = min(start + chunk_size, int(queries.shape[0]))
+        scores = queries[start:stop].float() @ items.T
+        first, ap = rank_chunk(scores, positives.mask(start, stop, scores.device), ties, compute_map)
+        first_ranks.append(first.cpu())
+        aps.append(ap.cpu())
+    ranks = torch.cat(first_ranks) if first_ranks else torch.zeros(0, dtype=torch.long)
+    return ranks, (torch.cat(aps) if aps else torch.zeros(0))
+
+
 def retrieval_metrics(
     queries: Tensor,
     items: Tensor,
@@ -149,19 +179,13 @@ def retrieval_metrics(
 
     → {"R@k": ..., "mean_rank", "median_rank", "mAP", "num_queries", "queries_without_positive"}.
     """
-    if ties not in ("pessimistic", "optimistic"):
-        raise ValueError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
-    positives = as_positives(positives, int(queries.shape[0]), int(items.shape[0]))
-    items = items.float()
-    first_ranks, aps = [], []
-    for start in range(0, int(queries.shape[0]), chunk_size):
-        stop = min(start + chunk_size, int(queries.shape[0]))
-        scores = queries[start:stop].float() @ items.T
-        first, ap = rank_chunk(scores, positives.mask(start, stop, scores.device), ties, compute_map)
-        first_ranks.append(first.cpu())
-        aps.append(ap.cpu())
-    ranks = torch.cat(first_ranks) if first_ranks else torch.zeros(0, dtype=torch.long)
-    ap_all = torch.cat(aps) if aps else torch.zeros(0)
+    ranks, ap_all = first_positive_ranks(queries, items, positives, chunk_size, ties, compute_map)
+    return summarize_ranks(ranks, ap_all, ks, compute_map)
+
+
+def summarize_ranks(ranks: Tensor, ap_all: Tensor, ks: Sequence[int] = (1, 5, 10), compute_map: bool = True
+                    ) -> dict[str, float]:
+    """First-correct ranks [Q] (0 = no positive) and APs [Q] → the metrics dict of :func:`retrieval_metrics`."""
     evaluated = ranks > 0
     ranks_f = ranks[evaluated].double()
     out: dict[str, float] = {}
@@ -174,6 +198,43 @@ def retrieval_metrics(
     out["num_queries"] = int(evaluated.sum())
     out["queries_without_positive"] = int((~evaluated).sum())
     return out
+
+
+# ---------------------------------------------------------------------------------------------- instance level
+
+INSTANCE_DEFINITION = ("instance level: a query is correct when its own pair, or an item with identical content "
+                       "(an identical caption, the same image listed twice), is among the top K (multi-positive "
+                       "Recall@K of CLIP_benchmark)")
+
+
+def content_groups(keys: Sequence[object]) -> Tensor:
+    """Group id [N] per row from hashable content keys: equal keys (identical inputs) share a group."""
+    index: dict[object, int] = {}
+    return torch.tensor([index.setdefault(key, len(index)) for key in keys], dtype=torch.long)
+
+
+def embedding_groups(emb: Tensor) -> Tensor:
+    """Group id [N] per row; rows with bit-identical embeddings share one (the fallback without inputs)."""
+    if emb.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.unique(emb, dim=0, return_inverse=True)[1]
+
+
+def instance_positives(group_a: Tensor, group_b: Tensor) -> Positives:
+    """The instance-level positives of queries a_i over items b_j (rows i ↔ i are pairs): b_j is correct when
+    b_j has the content of b_i (a copy of the pair: an identical caption) or a_j has the content of a_i (b_j is
+    paired with a copy of the query). ``group_a`` / ``group_b`` [N]: content group per row (see
+    :func:`content_groups`). Use ``.transpose()`` for the b → a direction (the relation is symmetric in kind)."""
+    rows_a: dict[int, list[int]] = {}
+    rows_b: dict[int, list[int]] = {}
+    ga_list, gb_list = group_a.tolist(), group_b.tolist()
+    if len(ga_list) != len(gb_list):
+        raise ValueError(f"instance positives need paired rows; got {len(ga_list)} and {len(gb_list)} groups")
+    for j, (ga, gb) in enumerate(zip(ga_list, gb_list)):
+        rows_a.setdefault(ga, []).append(j)
+        rows_b.setdefault(gb, []).append(j)
+    lists = [sorted(set(rows_a[ga]) | set(rows_b[gb])) for ga, gb in zip(ga_list, gb_list)]
+    return Positives.from_lists(lists, len(gb_list))
 
 
 def retrieval_report(

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import Config
 from ..types import Batch
 from .errors import DataError
-from .manifest import SampleRow, collect_labels, read_manifest, validate_rows
+from .manifest import SampleRow, collect_labels, normalize_labels, read_manifest, validate_rows
 from .processors import Processor
 
 TASKS = ("multiclass", "binary", "multilabel")
@@ -165,8 +165,9 @@ def build_dataloaders(
     """DataLoaders for the configured splits and the label list.
 
     Rows come from ``config.data.name`` (a built-in data set) or the manifests ``config.data.<split>``; splits
-    that are not configured are left out. Labels: ``config.model.head.labels`` if given, else the sorted labels
-    of the train split. Every row is validated before any loader exists (``config.data.on_error``).
+    that are not configured are left out. Labels: ``config.model.head.labels`` if given (normalised by
+    ``manifest.normalize_labels``: ``[0, 1, 2.0]`` → ``["0", "1", "2"]``, collisions are a DataError), else the
+    labels of the train split in ``manifest.sort_labels`` order (integers by value). Every row is validated before any loader exists (``config.data.on_error``).
     ``augment_train`` (default: ``config.data.augment`` if that key exists, else False) turns on the
     processors' augmentation for the train split (and disables its cache).
     """
@@ -176,7 +177,7 @@ def build_dataloaders(
     if not rows_by_split:
         source = f"data set {config.data.name!r}" if config.data.name else "config.data"
         raise DataError(f"{source} provides none of the splits {list(splits)} (set data.train / data.val / data.test)")
-    labels = list(config.model.head.labels)
+    labels = normalize_labels(config.model.head.labels)
     if not labels and config.data.name:
         from .builtin import get_dataset
 

@@ -5,16 +5,33 @@ absolute; strings for text), a label column (``label``; for multi-label a JSON l
 optional id column (``id``; else the 1-based row number). An empty cell, ``null`` or a missing key means the
 sample lacks that modality (``present=False``), not an error.
 
-Validation happens up front, before any DataLoader: missing columns, unknown labels and unreadable files are
-reported with the manifest, row, id and file. With ``on_error="skip"`` bad rows are dropped and reported
-(a list of ``(where, reason)`` plus a warning) instead of raising.
+Validation happens up front, before any DataLoader: missing columns, unknown labels, unreadable files and
+duplicate ids are reported with the manifest, row, id and file. With ``on_error="skip"`` bad rows are dropped
+and reported (a list of ``(where, reason)`` plus a warning) instead of raising; of two rows sharing an id the
+later one is dropped.
+
+Labels: one rule (:func:`normalize_label`) for every reader (JSONL, JSON, CSV/TSV, built-in sets,
+``model.head.labels``, multi-label lists and ``"a|b"`` strings) turns a raw cell into a canonical string:
+
+- strings lose surrounding whitespace; booleans become ``"true"`` / ``"false"``;
+- integers, integral floats (JSON ``2.0``, what pandas writes for an integer column with gaps) and strings
+  that spell them (CSV ``"2.0"``, ``"2."``, ``"+2"``, ``"02"`` is NOT changed: leading zeros are kept as text
+  because they often are codes) become the integer's decimal string ``"2"``;
+- other floats keep their shortest repr (``0.5`` → ``"0.5"``); NaN is a missing label (pandas writes NaN for
+  an empty cell), inf is refused (a DataError naming the row).
+
+Two different raw cells that end up as the same class (``2.0`` and ``"2"``) are reported in a warning naming
+both and their rows. Label sets are ordered by :func:`sort_labels`: by integer value when every label is an
+integer string (``"2"`` before ``"10"``), else by plain string order.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,20 +123,97 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+# An integral number spelled as text: "2", "-3", "+2", "2.0", "2.00", "2." (but not "02": see normalize_label).
+_INTEGRAL_TEXT = re.compile(r"[+-]?(0|[1-9][0-9]*)(\.0*)?")
+_INTEGER_LABEL = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def normalize_label(value: Any) -> str:
+    """One raw label (JSON value or CSV cell) → its canonical string (the rule in this module's docstring).
+
+    Raises DataError for NaN / inf and for values that are not str / int / float / bool.
+    """
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DataError(f"label {value!r} is not a finite number")
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _INTEGRAL_TEXT.fullmatch(text):
+            return str(int(float(text)))  # "2.0" → "2", "+2" → "2", "-0" → "0"
+        return text
+    raise DataError(f"label {value!r} is a {type(value).__name__}; expected a string or a number")
+
+
 def parse_label(value: Any, task: str) -> str | list[str] | None:
-    """A manifest cell → "label" or ["a", "b"] (multilabel: a list or an ``"a|b"`` string); None if empty."""
+    """A manifest cell → "label" or ["a", "b"] (multilabel: a list or an ``"a|b"`` string); None if empty.
+
+    Every item goes through :func:`normalize_label`. Raises DataError for a list in a single-label task.
+    """
     if value is None or (isinstance(value, str) and not value.strip() and task != "multilabel"):
+        return None
+    if isinstance(value, float) and math.isnan(value):  # pandas' missing value
         return None
     if task == "multilabel":
         items = value if isinstance(value, (list, tuple)) else str(value).split("|")
-        return [_label_str(v).strip() for v in items if str(v).strip()]
+        return [normalize_label(v) for v in items if v is not None and str(v).strip()]
     if isinstance(value, (list, tuple)):
         raise DataError(f"expected one label for task {task!r}, got a list {value!r}")
-    return _label_str(value).strip()
+    return normalize_label(value)
 
 
-def _label_str(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+def sort_labels(labels: Any) -> list[str]:
+    """Distinct labels in their documented order: integer value when every label is an integer string
+    ("0", "1", "2", ..., "10"), else plain string order (stable for mixed or non-numeric sets)."""
+    unique = set(labels)
+    if unique and all(_INTEGER_LABEL.fullmatch(label) for label in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+def normalize_labels(labels: Any, where: str = "model.head.labels") -> list[str]:
+    """A configured label list → canonical strings in the given order; DataError when two entries collide
+    (e.g. ``[2, "2.0"]``) or repeat, naming them."""
+    out: list[str] = []
+    first: dict[str, Any] = {}
+    for raw in labels:
+        try:
+            label = normalize_label(raw)
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from err
+        if label in first:
+            raise DataError(f"{where}: {first[label]!r} and {raw!r} are the same label {label!r}; list each class once")
+        first[label] = raw
+        out.append(label)
+    return out
+
+
+def _warn_label_collisions(records: list[dict[str, Any]], label_column: str, source: str) -> None:
+    """Warn when different raw cells (2.0 and "2", " cat" and "cat") were read as one class."""
+    seen: dict[str, dict[str, int]] = {}  # canonical → {raw repr: first row}
+    for number, record in enumerate(records, start=1):
+        value = record.get(label_column)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if item is None or isinstance(item, (dict, list)):
+                continue
+            try:
+                label = normalize_label(item)
+            except DataError:
+                continue
+            seen.setdefault(label, {}).setdefault(repr(item), number)
+    clashes = {label: raws for label, raws in seen.items() if len(raws) > 1}
+    if clashes:
+        shown = "; ".join(
+            " and ".join(f"{raw} (row {row})" for raw, row in list(raws.items())[:3]) + f" are read as label {label!r}"
+            for label, raws in list(clashes.items())[:5]
+        )
+        warnings.warn(f"{source}: different label cells name the same class: {shown} "
+                      "(integral numbers are read as integers, whitespace is stripped)", stacklevel=3)
 
 
 def records_to_rows(
@@ -159,8 +253,17 @@ def records_to_rows(
         except DataError as err:
             raise DataError(f"{where}: {err}") from err
         row_id = record.get(id_column)
-        rows.append(SampleRow(id=str(number) if _is_empty(row_id) else str(row_id), inputs=inputs, label=label, where=where))
+        rows.append(SampleRow(id=str(number) if _is_empty(row_id) else _id_str(row_id), inputs=inputs, label=label,
+                              where=where))
+    _warn_label_collisions(records, label_column, source)
     return rows
+
+
+def _id_str(value: Any) -> str:
+    # JSON 7 and 7.0 (pandas) are one id, like labels; strings are kept as written apart from whitespace.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def read_manifest(
@@ -186,14 +289,27 @@ def read_manifest(
 
 
 def collect_labels(rows: list[SampleRow]) -> list[str]:
-    """Sorted distinct labels of some rows (multilabel lists are flattened)."""
+    """Distinct labels of some rows (multilabel lists are flattened) in :func:`sort_labels` order."""
     found: set[str] = set()
     for row in rows:
         if isinstance(row.label, list):
             found.update(row.label)
         elif row.label is not None:
             found.add(row.label)
-    return sorted(found)
+    return sort_labels(found)
+
+
+def duplicate_id_problems(rows: list[SampleRow]) -> dict[int, str]:
+    """{index of a later row: message} for every row whose id an earlier row already has (ids are keys of
+    predictions, comparisons and caches, so they must be unique within a split)."""
+    first: dict[str, SampleRow] = {}
+    problems: dict[int, str] = {}
+    for index, row in enumerate(rows):
+        earlier = first.setdefault(row.id, row)
+        if earlier is not row:
+            problems[index] = (f"{row.where}: duplicate id {row.id!r}, already used by {earlier.where}; "
+                               "give every row a unique id (or drop the repeated row)")
+    return problems
 
 
 def _row_problem(row: SampleRow, processors: Mapping[str, Processor], labels: list[str] | None, require_label: bool):
@@ -228,7 +344,7 @@ def validate_rows(
     require_label: bool = True,
     source: str = "manifest",
 ) -> tuple[list[SampleRow], list[tuple[str, str]]]:
-    """Check every row (labels, presence, a cheap decode check of every file) before training starts.
+    """Check every row (unique ids, labels, presence, a cheap decode check of every file) before training starts.
 
     Returns (kept rows, problems as (where, reason)). With on_error="raise" the first problem raises DataError;
     with "skip" bad rows are dropped, a warning summarises them, and an all-bad split still raises.
@@ -236,8 +352,9 @@ def validate_rows(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     kept, problems = [], []
-    for row in rows:
-        problem = _row_problem(row, processors, labels, require_label)
+    duplicates = duplicate_id_problems(rows)
+    for index, row in enumerate(rows):
+        problem = duplicates.get(index) or _row_problem(row, processors, labels, require_label)
         if problem is None:
             kept.append(row)
         elif on_error == "raise":

@@ -39,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from ..config import load_yaml
+
 BUILTIN_SUITES = {"spoken-digits": "bench_spoken_digits.yaml"}
 SUITE_KEYS = {"name", "description", "base", "grid", "quick", "efficiency"}
 GRID_KEYS = {"fusion", "encoders", "finetune", "seeds"}
@@ -76,7 +78,7 @@ def load_suite(path: str | Path, quick: bool = False) -> dict[str, Any]:
     if not source.exists():
         raise FileNotFoundError(f"bench suite {str(path)!r} not found (built-in suites: {', '.join(BUILTIN_SUITES)})")
     try:
-        suite = yaml.safe_load(source.read_text()) or {}
+        suite = load_yaml(source.read_text()) or {}  # YAML 1.2 scalars, as for configs: 5e-5 is a number
     except yaml.YAMLError as err:
         raise SuiteError(f"{source}: not valid YAML: {err}") from err
     if not isinstance(suite, dict):

@@ -7,10 +7,17 @@ when a resample holds one class) are skipped and counted, never silently scored 
 Vectorised metrics: a metric function with attribute ``vectorized = True`` receives the arrays with a
 leading resample axis ([R, N, ...]) and returns [R] values: one call instead of R (see
 :func:`accuracy_metric` / :func:`macro_f1_metric`).
+
+Small-sample guards: a bootstrap distribution whose resamples all give the same value (3 correct answers out
+of 3; two systems that differ on every sample in the same direction) carries no spread information, so
+:func:`bootstrap_ci` warns (:class:`DegenerateBootstrapWarning`) and :func:`paired_bootstrap` never calls
+such a difference significant. Bootstrap p-values are (1 + count) / (R + 1) (Davison & Hinkley 1997, eq. 4.11),
+never 0. Exact alternatives for proportions and paired accuracy live in :mod:`polymodal.evaluation.exact`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +26,17 @@ import numpy as np
 METHODS = ("percentile", "basic", "bca")
 # Resamples are drawn in chunks so a vectorised metric never holds more than ~this many elements at once.
 _CHUNK_ELEMENTS = 20_000_000
+
+
+class DegenerateBootstrapWarning(UserWarning):
+    """Every bootstrap resample gave the same value: the interval has zero width and says nothing."""
+
+
+def is_degenerate(values: np.ndarray) -> bool:
+    """True when the finite resampled values are all equal (or there are none)."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return finite.size == 0 or bool(np.ptp(finite) == 0)
 
 
 def vectorized(fn: Callable) -> Callable:
@@ -35,9 +53,10 @@ def accuracy_metric(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 @vectorized
 def macro_f1_metric(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-    """Macro-F1 over all classes 0..C-1 (sklearn ``f1_score(average="macro", labels=range(C), zero_division=0)``).
+    """Macro-F1 over the classes present in y_true or y_pred of each (re)sample, scikit-learn's default
+    ``f1_score(average="macro", zero_division=0)`` (see classification.AVERAGE_POLICY).
 
-    y_true / y_pred [N] or [R, N] int → scalar or [R]. C defaults to max label + 1.
+    y_true / y_pred [N] or [R, N] int in [0, C) → scalar or [R]. C (the matrix size) defaults to max label + 1.
     """
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     squeeze = y_true.ndim == 1
@@ -50,12 +69,14 @@ def macro_f1_metric(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | N
     tp = np.diagonal(confusion, axis1=1, axis2=2)
     denom = confusion.sum(axis=2) + confusion.sum(axis=1)  # 2TP + FP + FN
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    macro = f1.mean(axis=1)
+    present = denom > 0  # true or predicted at least once in this resample
+    macro = (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
     return macro[0] if squeeze else macro
 
 
 def macro_f1_for(num_classes: int) -> Callable:
-    """A vectorised macro-F1 over exactly ``num_classes`` classes (fixed, so every resample averages over C)."""
+    """A vectorised macro-F1 with a ``num_classes`` × ``num_classes`` confusion matrix per resample (averaging
+    over the classes present in that resample, like the point estimate)."""
 
     @vectorized
     def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -164,7 +185,8 @@ def bootstrap_ci(
 
     ``method``: "percentile" (quantiles of the resampled metric), "basic" (reverse percentile) or "bca"
     (bias-corrected and accelerated; costs N extra jackknife evaluations). Resamples where the metric raises
-    ValueError are dropped; if more than half are, a ValueError says so.
+    ValueError are dropped; if more than half are, a ValueError says so. A degenerate distribution (every
+    resample equal: a zero-width interval) raises a :class:`DegenerateBootstrapWarning`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown bootstrap method {method!r}; expected one of {METHODS}")
@@ -178,6 +200,10 @@ def bootstrap_ci(
             f"the metric is undefined on {n_resamples - finite.size} of {n_resamples} bootstrap resamples "
             "(e.g. ROC-AUC with too few samples of a class); no interval"
         )
+    if is_degenerate(finite):
+        warnings.warn(f"degenerate bootstrap distribution: all {finite.size} resamples give {finite[0]:.4g} "
+                      f"(n = {checked[0].shape[0]} samples); the interval has zero width and is not a real "
+                      "confidence interval", DegenerateBootstrapWarning, stacklevel=2)
     low, high = _interval(point, finite, confidence, method, metric_fn, checked)
     return point, low, high
 
@@ -195,9 +221,11 @@ def paired_bootstrap(
     """Paired bootstrap test of system A vs B on the same samples (Koehn 2004; Dror et al. 2018).
 
     ``metric_fn(y_true, pred)`` scores one system; both systems are scored on the SAME resampled indices.
-    difference = metric(A) − metric(B). Two-sided p-value = 2 × the share of resamples whose difference has
-    the opposite sign to (or is equal to 0 unlike) the observed one, capped at 1; an observed difference of
-    exactly 0 gives p = 1. ``significant`` is p < alpha.
+    difference = metric(A) − metric(B). Two-sided p-value = 2 (1 + k) / (R + 1), capped at 1, where k counts the
+    resamples whose difference has the opposite sign to (or equals 0 unlike) the observed one; an observed
+    difference of exactly 0 gives p = 1. ``significant`` is p < alpha, and never when the distribution of
+    differences is degenerate (``degenerate``: every resample gives the same difference, e.g. A right and B
+    wrong on all of 3 samples; ``warnings`` then says so).
     """
     y, a, b = _check_arrays((y_true, pred_a, pred_b))
     rng = np.random.default_rng(seed)
@@ -221,9 +249,14 @@ def paired_bootstrap(
     if observed == 0:
         p_value = 1.0
     else:
-        flipped = (deltas <= 0).mean() if observed > 0 else (deltas >= 0).mean()
-        p_value = float(min(1.0, 2.0 * flipped))
+        flipped = int((deltas <= 0).sum()) if observed > 0 else int((deltas >= 0).sum())
+        p_value = float(min(1.0, 2.0 * (1 + flipped) / (deltas.size + 1)))
     low, high = np.quantile(deltas, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    degenerate = is_degenerate(deltas)
+    notes = []
+    if degenerate:
+        notes.append(f"degenerate bootstrap: all {deltas.size} resamples give the difference {deltas[0]:+.4g} "
+                     f"(n = {n} samples); the bootstrap says nothing about its spread, so no significance is claimed")
     return {
         "metric_a": metric_a,
         "metric_b": metric_b,
@@ -233,13 +266,17 @@ def paired_bootstrap(
         "confidence": confidence,
         "p_value": p_value,
         "alpha": alpha,
-        "significant": bool(p_value < alpha),
+        "significant": bool(p_value < alpha and not degenerate),
+        "degenerate": degenerate,
+        "warnings": notes,
         "n_samples": int(n),
         "n_resamples": int(deltas.size),
     }
 
 
 __all__ = [
+    "DegenerateBootstrapWarning",
+    "is_degenerate",
     "bootstrap_ci",
     "bootstrap_distribution",
     "paired_bootstrap",

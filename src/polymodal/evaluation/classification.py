@@ -6,10 +6,21 @@ Inputs:
   multilabel  ``y_true`` [N, C] in {0, 1}, ``probs`` [N, C] independent sigmoids, ``y_pred`` [N, C] in {0, 1}
 
 Conventions follow ``sklearn.metrics`` with ``zero_division=0``: a precision / recall / F1 whose denominator is 0
-is 0; F1 = 2·TP / (2·TP + FP + FN); macro averages include every listed class (also those never seen).
+is 0; F1 = 2·TP / (2·TP + FP + FN).
+
+Classes without support (policy, stated in every report under ``average_policy``): macro averages run over the
+classes that occur in the targets OR the predictions, scikit-learn's default ``labels=unique_labels(y_true,
+y_pred)``. A class that is predicted but never true still counts (precision 0 pulls the average down); a class
+that is neither true nor predicted is left out instead of counting as an F1 of 0. Multi-label columns follow the
+same rule (a column counts when it has a true or a predicted positive), which equals sklearn with ``labels=`` those
+columns (sklearn's own multi-label default would count an all-empty column as 0). Every listed class keeps its
+per-class row; ``no_support_classes`` names those with no true sample and ``unused_classes`` those left out of the
+macro averages. Weighted and micro averages are unaffected (a class without support has weight 0).
+
 ROC-AUC uses the rank (Mann–Whitney) form, identical to the trapezoidal ROC area with ties; a class whose ROC
 curve is undefined (only one kind of label present) is reported as None and left out of the averages.
 """
+
 
 from __future__ import annotations
 
@@ -19,6 +30,8 @@ import numpy as np
 import torch
 
 TASKS = ("multiclass", "binary", "multilabel")
+AVERAGE_POLICY = ("macro averages over the classes present in the targets or the predictions (scikit-learn's "
+                  "default); classes with no true and no predicted sample are left out, per-class rows keep them")
 
 
 def _numpy(values: Any, dtype: Any = None) -> np.ndarray:
@@ -62,8 +75,13 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -
 
 
 def _scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, Any]:
-    """Per-class precision, recall, F1, support [C] and their macro / micro / weighted averages."""
+    """Per-class precision, recall, F1, support [C] and their macro / micro / weighted averages.
+
+    The macro average runs over the classes with tp + fp + fn > 0 (true or predicted at least once: see the
+    module docstring); ``averaged`` [C] bool marks them.
+    """
     support = tp + fn
+    averaged = (tp + fp + fn) > 0
     per_class = {
         "precision": _safe_divide(tp, tp + fp),
         "recall": _safe_divide(tp, support),
@@ -77,10 +95,11 @@ def _scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[
         "f1": float(_safe_divide(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum())),
         "support": total,
     }
-    macro = {k: float(per_class[k].mean()) for k in ("precision", "recall", "f1")}
+    macro = {k: float(per_class[k][averaged].mean()) if averaged.any() else 0.0 for k in ("precision", "recall", "f1")}
     weighted = {k: float(_safe_divide((per_class[k] * support).sum(), total)) for k in ("precision", "recall", "f1")}
     return {
         "per_class": per_class,
+        "averaged": averaged,
         "macro_avg": {**macro, "support": total},
         "micro_avg": micro,
         "weighted_avg": {**weighted, "support": total},
@@ -206,7 +225,8 @@ def classification_report(
     Keys: task, num_samples, labels, accuracy, macro_f1, micro_f1, weighted_f1, roc_auc (binary AUC, ovr macro,
     or multi-label macro; None when undefined), roc_auc_detail, per_class, macro_avg / micro_avg / weighted_avg
     (+ samples_avg, subset_accuracy, hamming_loss for multi-label; + binary: positive-class P/R/F1),
-    confusion_matrix ([C, C], or [C, 2, 2] per label for multi-label).
+    confusion_matrix ([C, C], or [C, 2, 2] per label for multi-label), no_support_classes, unused_classes,
+    average_policy, and notes (present when a class has no support). Raises ValueError for malformed inputs.
     """
     t, p = _check_inputs(y_true, y_prob, task)
     names = [str(x) for x in labels] if labels else [str(i) for i in range(p.shape[1])]
@@ -243,7 +263,26 @@ def classification_report(
         confusion_matrix=matrix.tolist(),
     )
     report["roc_auc_detail"]["undefined_classes"] = [names[c] for c in auc["undefined_classes"]]
+    support = scores["per_class"]["support"]
+    report["no_support_classes"] = [name for name, n in zip(names, support) if n == 0]
+    report["unused_classes"] = [name for name, used in zip(names, scores["averaged"]) if not used]
+    report["average_policy"] = AVERAGE_POLICY
+    if report["no_support_classes"]:
+        # Not a warnings.warn: an absent class is normal in small test sets; the report states it instead.
+        report["notes"] = [support_note(report)]
     return report
+
+
+def support_note(report: dict[str, Any]) -> str:
+    """One sentence naming the classes with no support and what the macro averages did with them."""
+    absent, unused = report.get("no_support_classes") or [], report.get("unused_classes") or []
+    only_predicted = [name for name in absent if name not in unused]
+    parts = [f"no true sample of class(es) {', '.join(absent)}"]
+    if unused:
+        parts.append(f"{', '.join(unused)} (never predicted either) left out of the macro averages")
+    if only_predicted:
+        parts.append(f"{', '.join(only_predicted)} predicted but never true: counted, with precision 0")
+    return "; ".join(parts) + " (scikit-learn's default: labels present in targets or predictions)"
 
 
 def format_report_table(report: dict[str, Any], digits: int = 4) -> str:
@@ -272,6 +311,8 @@ def format_report_table(report: dict[str, Any], digits: int = 4) -> str:
     auc = report.get("roc_auc")
     kind = {"binary": "ROC-AUC", "multiclass": "ROC-AUC (one-vs-rest macro)"}.get(report.get("task"), "ROC-AUC (macro)")
     extras.append(f"{kind}: {'undefined' if auc is None else f'{auc:.{digits}f}'}")
+    if report.get("no_support_classes"):
+        extras.append(f"note: {support_note(report)}")
     undefined = (report.get("roc_auc_detail") or {}).get("undefined_classes")
     if undefined:
         extras.append(f"ROC-AUC undefined for classes (one label kind only): {', '.join(undefined)}")
@@ -352,4 +393,6 @@ __all__ = [
     "predict_loader",
     "roc_auc_binary",
     "roc_auc_per_column",
+    "support_note",
+    "AVERAGE_POLICY",
 ]

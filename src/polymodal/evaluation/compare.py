@@ -1,10 +1,24 @@
 """``polymodal eval --compare RUN_A RUN_B``: is A's headline metric really different from B's?
 
-Both systems are scored on the same resampled test samples (paired bootstrap, Koehn 2004): samples are
-matched by id, so the two runs may have been evaluated in a different order or on partly different rows
+Samples are matched by id, so the two runs may have been evaluated in a different order or on partly different rows
 (only the shared ids count, and the report says how many were left out). Each side is either an eval
 directory / predictions.json written by ``polymodal eval``, or a run / model directory, which is then
 evaluated on the split it was trained on.
+
+Which test (stated in the result as ``test`` and ``ci_method``):
+
+- accuracy with fewer than 25 discordant pairs (samples where exactly one system is right; ``exact.
+  EXACT_DISCORDANT_BELOW``): McNemar's exact test (two-sided binomial on the discordant pairs) and the exact
+  conditional interval of the difference that inverts it. 3 samples, A right on all and B wrong on all:
+  p = 0.25, not significant.
+- otherwise: the paired bootstrap (Koehn 2004; both systems scored on the same resampled samples), p =
+  2 (1 + k) / (R + 1); the exact McNemar p is reported next to it (``mcnemar_p_value``).
+- macro-F1 with fewer than 25 discordant pairs: the reported p is the larger of the bootstrap p and the exact
+  McNemar p (a bootstrap over so few informative samples is unreliable; this never claims more than the exact
+  test of the paired correctness would).
+
+A degenerate bootstrap (every resample gives the same difference) is never called significant, and every
+such guard adds a line to ``warnings`` that ``format_comparison`` prints.
 """
 
 from __future__ import annotations
@@ -88,8 +102,10 @@ def align_predictions(a: dict[str, Any], b: dict[str, Any]) -> tuple[np.ndarray,
 
 def compare_predictions(a: dict[str, Any], b: dict[str, Any], metric: str = "accuracy", n_resamples: int = 1000,
                         seed: int = 0, confidence: float = 0.95, alpha: float = 0.05) -> dict[str, Any]:
-    """Paired bootstrap of metric(A) − metric(B) on the shared samples: difference, CI, p-value, verdict."""
+    """metric(A) − metric(B) on the shared samples: difference, CI, p-value, test used, warnings, verdict (the
+    rule in the module docstring). Raises ValueError for an unknown metric or unmatched predictions."""
     from .bootstrap import accuracy_metric, macro_f1_for, paired_bootstrap
+    from .exact import EXACT_DISCORDANT_BELOW, mcnemar_exact, paired_difference_ci
 
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
@@ -101,6 +117,31 @@ def compare_predictions(a: dict[str, Any], b: dict[str, Any], metric: str = "acc
                               alpha=alpha)
     result.update(metric=metric, seed=seed, run_a=a.get("source"), run_b=b.get("source"), samples=counts,
                   disagreements=int((pred_a != pred_b).sum()))
+    right_a, right_b = pred_a == y, pred_b == y
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    discordant = only_a + only_b
+    result.update(discordant={"a_right_b_wrong": only_a, "a_wrong_b_right": only_b},
+                  mcnemar_p_value=mcnemar_exact(only_a, only_b), bootstrap_p_value=result["p_value"],
+                  test="paired_bootstrap", ci_method="percentile bootstrap")
+    notes = list(result.pop("warnings"))
+    small = discordant < EXACT_DISCORDANT_BELOW
+    if metric == "accuracy" and small:
+        low, high = paired_difference_ci(only_a, only_b, len(y), confidence)
+        result.update(test="mcnemar_exact", p_value=result["mcnemar_p_value"], ci_low=low, ci_high=high,
+                      ci_method="exact conditional (Clopper-Pearson on the discordant pairs)")
+        notes = [f"only {discordant} discordant pairs (< {EXACT_DISCORDANT_BELOW}): McNemar's exact test and "
+                 "exact interval instead of the bootstrap"] + notes
+        if discordant == 0:
+            notes.append("no discordant pairs: the systems are equally right on every shared sample; the zero-width "
+                         "interval is not a real confidence interval")
+    elif small:
+        result.update(test="paired_bootstrap+mcnemar_exact",
+                      p_value=max(result["bootstrap_p_value"], result["mcnemar_p_value"]))
+        notes.append(f"only {discordant} discordant pairs (< {EXACT_DISCORDANT_BELOW}): p is the larger of the "
+                     "bootstrap p and McNemar's exact p")
+    degenerate_bootstrap = result["degenerate"] and result["test"] != "mcnemar_exact"
+    result["significant"] = bool(result["p_value"] < alpha and not degenerate_bootstrap)
+    result["warnings"] = notes
     if result["significant"]:
         better = "A" if result["difference"] > 0 else "B"
         result["verdict"] = (f"{better} is better: the {metric} difference is significant "
@@ -127,11 +168,18 @@ def format_comparison(result: dict[str, Any]) -> str:
         f"B: {result['run_b']}",
         f"{result['metric']}: A {result['metric_a']:.4f}  B {result['metric_b']:.4f}  "
         f"difference A−B {result['difference']:+.4f}  {pct}% CI [{result['ci_low']:+.4f}, {result['ci_high']:+.4f}]",
+        f"test: {result.get('test', 'paired_bootstrap')}; CI: {result.get('ci_method', 'percentile bootstrap')}; "
         f"paired bootstrap: {result['n_resamples']} resamples (seed {result['seed']}), {counts['shared']} shared samples"
         + (f" ({counts['only_a']} only in A, {counts['only_b']} only in B left out)" if counts["only_a"] or counts["only_b"] else "")
         + f", {result['disagreements']} with different predictions",
-        result["verdict"],
     ]
+    if "discordant" in result:
+        d = result["discordant"]
+        lines.append(f"discordant pairs: A right / B wrong {d['a_right_b_wrong']}, A wrong / B right "
+                     f"{d['a_wrong_b_right']}; McNemar exact p = {result['mcnemar_p_value']:.4f}, "
+                     f"bootstrap p = {result['bootstrap_p_value']:.4f}")
+    lines += [f"warning: {note}" for note in result.get("warnings") or []]
+    lines.append(result["verdict"])
     return "\n".join(lines)
 
 

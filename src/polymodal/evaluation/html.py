@@ -58,7 +58,7 @@ def render_html(report: dict[str, Any]) -> str:
     """The report (as written to report.json) → one HTML document with embedded plots."""
     from .classification import format_report_table
     from .plots import render_plots
-    from .report import headline_rows
+    from .report import _instance_definition, headline_rows, interval_notes
 
     meta = report["meta"]
     parts = [f"<h1>polymodal evaluation report ({html.escape(report['kind'])})</h1>"]
@@ -75,6 +75,7 @@ def render_html(report: dict[str, Any]) -> str:
     ], "meta"))
     parts.append("<h2>Quality</h2>")
     parts.append(table(["metric", "value", "CI low", "CI high"], headline_rows(report)))
+    parts += [f"<p class=\"note\">{html.escape(note)}</p>" for note in interval_notes(report)]
     quality = report.get("quality")
     if quality:
         parts.append(f"<pre>{html.escape(format_report_table(quality['classification_report']))}</pre>")
@@ -82,6 +83,7 @@ def render_html(report: dict[str, Any]) -> str:
     if retrieval:
         for pair, metrics in retrieval["pairs"].items():
             parts.append(f"<h3>Retrieval {html.escape(pair)}</h3>")
+            parts.append(f"<p>Instance level: {html.escape(_instance_definition(retrieval))}.</p>")
             parts.append(table(["metric", "value"], [[k, v] for k, v in metrics.items()]))
     eff = report.get("efficiency")
     if eff:

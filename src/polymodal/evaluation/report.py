@@ -126,29 +126,31 @@ def _meta(model: Any, batches: list, options: ReportOptions, context: dict[str, 
 
 
 def _bootstrap_intervals(y_true: np.ndarray, probs: np.ndarray, task: str, options: ReportOptions) -> dict[str, Any]:
-    """Percentile bootstrap CIs of the headline metrics (accuracy, macro-F1, ROC-AUC, ECE), all on the SAME
-    resample indices (one seed), so the intervals are mutually consistent."""
-    from .bootstrap import accuracy_metric, bootstrap_ci, macro_f1_for
+    """CIs of the headline metrics. Accuracy (a proportion): the exact Clopper–Pearson interval, for every n
+    (3/3 correct → [0.29, 1.0], not a zero-width bootstrap [1, 1]). Macro-F1, ROC-AUC, ECE: percentile bootstrap,
+    all on the SAME resample indices (one seed), so they are mutually consistent; a degenerate bootstrap is
+    flagged (``degenerate``, ``note``)."""
+    from .bootstrap import macro_f1_for
     from .calibration import expected_calibration_error
     from .classification import classification_report
+    from .intervals import PROPORTION_CI, guarded_bootstrap_ci, proportion_ci
 
     result: dict[str, Any] = {"n_resamples": options.bootstrap, "confidence": options.confidence,
-                              "seed": options.seed, "method": "percentile", "intervals": {}}
+                              "seed": options.seed, "method": "percentile",
+                              "proportion_method": PROPORTION_CI, "intervals": {}}
     if options.bootstrap <= 0:
         return result
     c = probs.shape[1]
     if task == "multilabel":
-        # Per-row metrics → a CI over rows; sample-level resampling keeps the label correlation.
-        def subset_accuracy(t, p):
-            return float(((p >= 0.5) == (t >= 0.5)).all(axis=1).mean())
-
+        # Sample-level resampling keeps the label correlation.
         def auc(t, p):
             value = classification_report(t, p, task="multilabel")["roc_auc"]
             if value is None:
                 raise ValueError("undefined")
             return value
 
-        metrics = {"accuracy": (subset_accuracy, (y_true, probs)), "roc_auc": (auc, (y_true, probs))}
+        metrics = {"roc_auc": (auc, (y_true, probs))}
+        right = int(((probs >= 0.5) == (y_true >= 0.5)).all(axis=1).sum())
     else:
         y_pred = probs.argmax(axis=1)
 
@@ -158,20 +160,16 @@ def _bootstrap_intervals(y_true: np.ndarray, probs: np.ndarray, task: str, optio
                 raise ValueError("undefined")
             return value
 
+        right = int((y_true.reshape(-1) == y_pred).sum())
         metrics = {
-            "accuracy": (accuracy_metric, (y_true, y_pred)),
             "macro_f1": (macro_f1_for(c), (y_true, y_pred)),
             "roc_auc": (auc, (y_true, probs)),
             "ece": (lambda t, p: expected_calibration_error(t, p, options.n_bins), (y_true, probs)),
         }
+    result["intervals"]["accuracy"] = proportion_ci(right, probs.shape[0], options.confidence)
     for name, (fn, arrays) in metrics.items():
-        try:
-            point, low, high = bootstrap_ci(fn, *arrays, n_resamples=options.bootstrap,
-                                            confidence=options.confidence, seed=options.seed)
-        except ValueError as err:  # e.g. ROC-AUC undefined on most resamples: say so instead of a number
-            result["intervals"][name] = {"point": None, "low": None, "high": None, "note": str(err)}
-            continue
-        result["intervals"][name] = {"point": point, "low": low, "high": high}
+        result["intervals"][name] = guarded_bootstrap_ci(fn, arrays, options.bootstrap, options.confidence,
+                                                         options.seed)
     return result
 
 
@@ -207,40 +205,55 @@ def classification_quality(y_true: np.ndarray, probs: np.ndarray, labels: list[s
 # ---------------------------------------------------------------------------------------------- alignment
 
 
-@torch.no_grad()
-def _embeddings(model: Any, batches: list, transform=None, device: str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per modality: (embeddings [N, E], present [N]) over all batches."""
-    model.eval()
-    out: dict[str, list] = {}
-    for batch in batches:
-        batch = (transform(batch) if transform else batch).to(device)
-        for name in model.config.modalities:
-            if name not in batch.inputs:
-                continue
-            out.setdefault(name, []).append((model.encode(batch, name).float().cpu(), batch.present[name].cpu()))
-    return {name: (torch.cat([e for e, _ in parts]), torch.cat([p for _, p in parts])) for name, parts in out.items()}
+def _collected(model: Any, batches: list, transform=None, device: str = "cpu"):
+    """collect_embeddings over the batches (each passed through ``transform`` first, e.g. a corruption)."""
+    from ..alignment.evaluate import collect_embeddings
+
+    return collect_embeddings(model, (transform(b) if transform else b for b in batches), device=device)
 
 
-def _pair_ranks(emb: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[dict[str, Any], list[int]]:
-    """Retrieval metrics for every modality pair over the samples having both (sample i ↔ sample i), and
-    the first-correct ranks of every query (both directions, all pairs) for the histogram."""
-    from ..alignment.metrics import Positives, rank_chunk, retrieval_report
+def _instance_tables(directions: dict[str, Any]) -> dict[str, Any]:
+    """The per-pair "Retrieval a-b" tables from instance_retrieval's directions (one source of numbers)."""
+    tables: dict[str, Any] = {}
+    seen = set()
+    for name in directions:
+        a, b = name.split("_to_")
+        if (b, a) in seen:
+            continue
+        seen.add((a, b))
+        table: dict[str, Any] = {}
+        recalls = []
+        for src, dst in ((a, b), (b, a)):
+            for key, value in directions.get(f"{src}_to_{dst}", {}).items():
+                if key != "chance":
+                    table[f"{src}_to_{dst}/{key}"] = value
+                    if key.startswith("R@"):
+                        recalls.append(value)
+        table["mean_recall"] = float(np.mean(recalls)) if recalls else None
+        tables[f"{a}-{b}"] = table
+    return tables
 
-    names = list(emb)
-    metrics: dict[str, Any] = {}
-    ranks: list[int] = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            both = emb[a][1] & emb[b][1]
-            ea, eb = emb[a][0][both], emb[b][0][both]
-            if ea.shape[0] < 2:
-                continue
-            metrics[f"{a}-{b}"] = retrieval_report(ea, eb, Positives.diagonal(ea.shape[0]), names=(a, b))
-            diagonal = torch.eye(ea.shape[0], dtype=torch.bool)
-            for q, items in ((ea, eb), (eb, ea)):
-                first, _ = rank_chunk(q @ items.T, diagonal, compute_map=False)
-                ranks += first.tolist()
-    return metrics, ranks
+
+def _instance_r1_interval(ranks: dict[str, tuple[torch.Tensor, torch.Tensor]], n: int,
+                          options: ReportOptions) -> dict[str, Any]:
+    """Bootstrap CI of the instance headline (mean over directions of R@1) resampling SAMPLES (rows), so the
+    two directions of one pair stay together; point = the headline exactly."""
+    import warnings
+
+    from .bootstrap import vectorized
+    from .intervals import guarded_bootstrap_ci
+
+    hits = np.full((n, len(ranks)), np.nan)
+    for column, (rows, first) in enumerate(ranks.values()):
+        hits[rows.numpy(), column] = (first.numpy() == 1).astype(float)
+
+    @vectorized
+    def mean_r1(h: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():  # a resample may miss every row of a sparse pair: NaN, dropped later
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(np.nanmean(h, axis=-2), axis=-1)
+
+    return guarded_bootstrap_ci(mean_r1, (hits,), options.bootstrap, options.confidence, options.seed)
 
 
 def rank_histogram(ranks: list[int]) -> dict[str, list]:
@@ -253,43 +266,39 @@ def rank_histogram(ranks: list[int]) -> dict[str, list]:
 
 def alignment_quality(model: Any, batches: list, options: ReportOptions, labels: list[str] | None = None
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Retrieval R@K / mAP / ranks per modality pair (+ evaluate_alignment's report when that module exists),
-    bootstrap CI of the mean R@1 over queries, and the rank histogram."""
-    from .bootstrap import bootstrap_ci
+    """Retrieval per modality pair (instance level), evaluate_alignment's full report (instance + class level,
+    zero-shot), the instance headline with its bootstrap CI, and the rank histogram: every instance number
+    from ``alignment.evaluate.instance_retrieval`` (own pair or an identical copy counts), so the table, the
+    headline, the CI and ``metrics.json`` of the run agree."""
+    from ..alignment.evaluate import evaluate_alignment
+    from ..alignment.metrics import INSTANCE_DEFINITION
 
-    emb = _embeddings(model, batches, device=options.device)
-    metrics, ranks = _pair_ranks(emb)
-    result: dict[str, Any] = {"pairs": metrics, "source": "polymodal.evaluation.report"}
-    try:
-        from ..alignment.evaluate import evaluate_alignment  # written alongside; optional until it lands
-    except ImportError:
-        evaluate_alignment = None
-    if evaluate_alignment is not None:
-        try:
-            full = evaluate_alignment(model, batches, class_names=labels or None, device=options.device)
-            result["evaluate_alignment"] = _jsonable(full)
-            result["zeroshot"] = result["evaluate_alignment"].get("zeroshot")
-            result["source"] = "polymodal.alignment.evaluate"
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # API drift must not sink the whole report
-            result["evaluate_alignment_error"] = f"{type(err).__name__}: {err}"
-    r1s = [v for pair in metrics.values() for k, v in pair.items() if k.endswith("/R@1")]
-    # Instance level (sample i ↔ sample i); with evaluate_alignment the headline is its summary (class level
-    # when the data has labels: every item of the query's class is correct), the CLIP_benchmark convention.
+    data = _collected(model, batches, device=options.device)
+    full = evaluate_alignment(model, data, class_names=labels or None, device=options.device, keep_ranks=True)
+    ranks = full.pop("instance_ranks", {})
+    directions = (full.get("retrieval") or {}).get("instance") or {}
+    result: dict[str, Any] = {"pairs": _instance_tables(directions), "source": "polymodal.alignment.evaluate",
+                              "instance_definition": INSTANCE_DEFINITION}
+    result["evaluate_alignment"] = _jsonable(full)
+    result["zeroshot"] = result["evaluate_alignment"].get("zeroshot")
+    summary = full.get("summary") or {}
+    r1s = [d["R@1"] for d in directions.values() if d["R@1"] == d["R@1"]]
+    # The mean of the instance R@1 of both directions of every pair: the number the table shows.
     result["instance_mean_R@1"] = float(np.mean(r1s)) if r1s else None
-    result["instance_mean_recall"] = float(np.mean([p["mean_recall"] for p in metrics.values()])) if metrics else None
-    summary = (result.get("evaluate_alignment") or {}).get("summary") or {}
+    tables = result["pairs"].values()
+    result["instance_mean_recall"] = float(np.mean([t["mean_recall"] for t in tables])) if tables else None
     result["mean_R@1"] = summary.get("mean_R@1", result["instance_mean_R@1"])
     for key in ("mean_R@5", "mean_R@10", "mean_zeroshot_top1", "retrieval_level"):
         if key in summary:
             result[key] = summary[key]
+    all_ranks = [int(r) for _, first in ranks.values() for r in first.tolist()]
     if ranks and options.bootstrap > 0:
-        hits = (np.asarray(ranks) == 1).astype(float)
-        point, low, high = bootstrap_ci(lambda h: float(h.mean()), hits, n_resamples=options.bootstrap,
-                                        confidence=options.confidence, seed=options.seed)
+        interval = _instance_r1_interval(ranks, len(data.ids), options)
         result["bootstrap"] = {"n_resamples": options.bootstrap, "confidence": options.confidence,
-                               "seed": options.seed, "method": "percentile",
-                               "intervals": {"instance_R@1": {"point": point, "low": low, "high": high}}}
-    return result, {"histogram": rank_histogram(ranks), "num_queries": len(ranks)}
+                               "seed": options.seed, "method": "percentile (resampling samples)",
+                               "intervals": {"instance_R@1": interval}}
+    return result, {"histogram": rank_histogram(all_ranks), "num_queries": len(all_ranks),
+                    "definition": INSTANCE_DEFINITION}
 
 
 # ---------------------------------------------------------------------------------------------- robustness
@@ -356,10 +365,13 @@ def classification_robustness(model: Any, batches: list, options: ReportOptions,
 
 
 def alignment_robustness(model: Any, batches: list, options: ReportOptions) -> dict[str, Any]:
-    """Mean R@1 over modality pairs under batch-level corruptions (log-mel audio is left out: noise at an SNR
-    must be added to the waveform)."""
+    """Instance-level mean R@1 (the report's headline) under batch-level corruptions (log-mel audio is left out:
+    noise at an SNR must be added to the waveform). Copies are decided on the CLEAN inputs, so a noisy copy
+    of an image still counts as a copy."""
+    from ..alignment.evaluate import instance_retrieval
     from .corruptions import apply_corruption, get_corruption
 
+    clean_groups = _collected(model, batches, device=options.device).groups
     curves, skipped = [], []
     for corruption, modality in _corruptions_for(model, options):
         spec = get_corruption(corruption)
@@ -369,8 +381,10 @@ def alignment_robustness(model: Any, batches: list, options: ReportOptions) -> d
                 def transform(b, s=severity, c=spec, m=modality):
                     return b if s == 0 else apply_corruption(b, c, s, m, options.seed)
 
-                metrics, _ = _pair_ranks(_embeddings(model, batches, transform, options.device))
-                r1 = [v for pair in metrics.values() for k, v in pair.items() if k.endswith("/R@1")]
+                data = _collected(model, batches, transform, options.device)
+                names = [m for m in model.modality_names if m in data.embeddings]
+                directions, _ = instance_retrieval(data, names, ks=(1,), groups=clean_groups)
+                r1 = [d["R@1"] for d in directions.values()]
                 values.append(float(np.mean(r1)) if r1 else math.nan)
         except ValueError as err:
             skipped.append({"corruption": corruption, "modality": modality, "reason": str(err)})
@@ -383,7 +397,7 @@ def alignment_robustness(model: Any, batches: list, options: ReportOptions) -> d
                        "values": values, "clean": clean,
                        "relative": [v / clean if clean else math.nan for v in values],
                        "relative_robustness": area / (clean * span) if clean and span else math.nan})
-    return {"metric": "mean R@1", "corruptions": curves, "skipped": skipped}
+    return {"metric": "instance mean R@1", "corruptions": curves, "skipped": skipped}
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -541,14 +555,22 @@ def eval_config_for(model: Any, data_manifest: str | None, split: str, run_confi
 
 
 def evaluate_path(path: str | Path, data: str | None = None, split: str = "test", out: str | Path | None = None,
-                  options: ReportOptions | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
-    """``polymodal eval``: load, evaluate, write metrics.json + predictions.json + report.{json,md,html}."""
+                  options: ReportOptions | None = None,
+                  overrides: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
+    """``polymodal eval``: load, evaluate, write metrics.json + predictions.json + report.{json,md,html}.
+
+    ``overrides``: processor options of the saved model (``--set model.modalities.image.processor.max_pixels=N``),
+    see :func:`polymodal.inference.apply_processor_overrides`."""
     from ..model import atomic_write_text
     from ..pipeline import prepare
 
     options = options or ReportOptions()
     path = Path(path)
     model, model_dir = load_any_model(path)
+    if overrides:
+        from ..inference import apply_processor_overrides
+
+        apply_processor_overrides(model, overrides)
     run_dir = _run_dir_of(path, model_dir)
     run_config = _run_config(run_dir)
     config = eval_config_for(model, data, split, run_config)
@@ -662,6 +684,37 @@ def headline_rows(report: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _instance_definition(retrieval: dict[str, Any]) -> str:
+    from ..alignment.metrics import INSTANCE_DEFINITION
+
+    return retrieval.get("instance_definition") or INSTANCE_DEFINITION
+
+
+def interval_notes(report: dict[str, Any]) -> list[str]:
+    """Sentences that say how the CIs were made and where one is not a real interval (md and html share them)."""
+    section = report.get("quality") or report.get("retrieval") or {}
+    conf = section.get("bootstrap") or {}
+    notes = []
+    if conf.get("n_resamples"):
+        if report.get("quality"):
+            notes.append(f"Accuracy CI: exact Clopper–Pearson binomial interval (any n). Other CIs: percentile "
+                         f"bootstrap, {conf['n_resamples']} resamples, seed {conf['seed']}.")
+        else:
+            notes.append(f"instance_R@1 CI: percentile bootstrap over samples, {conf['n_resamples']} resamples, "
+                         f"seed {conf['seed']}; instance_mean_R@1 is the mean of both directions' instance R@1 "
+                         f"({_instance_definition(section)}).")
+    for name, ci in (conf.get("intervals") or {}).items():
+        if ci.get("degenerate"):
+            notes.append(f"{name}: {ci.get('note')}")
+    quality = report.get("quality") or {}
+    classification = quality.get("classification_report") or {}
+    if classification.get("no_support_classes"):
+        from .classification import support_note
+
+        notes.append(f"Classes: {support_note(classification)}.")
+    return notes
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: provenance, quality with CIs, efficiency, robustness, training."""
     from .classification import format_report_table
@@ -685,8 +738,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     ci_title = f"{int(round(100 * conf.get('confidence', 0.95)))}% CI"
     lines += [_table(["metric", "value", f"{ci_title} low", f"{ci_title} high"], headline_rows(report)), ""]
-    if conf.get("n_resamples"):
-        lines += [f"Percentile bootstrap, {conf['n_resamples']} resamples, seed {conf['seed']}.", ""]
+    lines += [f"- {note}" for note in interval_notes(report)] + ([""] if interval_notes(report) else [])
     quality = report.get("quality")
     if quality:
         lines += ["```", format_report_table(quality["classification_report"]), "```", ""]
@@ -697,7 +749,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if retrieval:
         for pair, metrics in retrieval["pairs"].items():
             rows = [[k, v] for k, v in metrics.items()]
-            lines += [f"### Retrieval {pair}", "", _table(["metric", "value"], rows), ""]
+            lines += [f"### Retrieval {pair}", "", f"Instance level: {_instance_definition(retrieval)}.", "",
+                      _table(["metric", "value"], rows), ""]
         if retrieval.get("evaluate_alignment"):
             from ..alignment.evaluate import format_alignment_table
 
@@ -770,5 +823,6 @@ __all__ = [
     "load_schema",
     "render_markdown",
     "headline_rows",
+    "interval_notes",
     "rank_histogram",
 ]
