@@ -500,10 +500,27 @@ class CLIPTextEncoder(_CLIPTowerEncoder):
 
     kind = "text"
 
+    @classmethod
+    def token_capacity(cls, options: dict) -> tuple[int | None, str]:
+        """(context_length, source) of the tower ``options`` build, without building it: the text processor's
+        length never exceeds it (encoders/capacity.py)."""
+        if options.get("context_length") is not None:
+            return int(options["context_length"]), "encoder option context_length of clip_text"
+        if options.get("pretrained") is not None and options.get("load_weights", True):
+            from ..encoders.capacity import hf_text_capacity
+
+            return hf_text_capacity(str(options["pretrained"])), f"context length of {options['pretrained']}"
+        preset = options.get("preset", "vit-b-32")
+        if preset not in PRESETS:
+            return None, ""
+        return PRESETS[preset]().context_length, f"context_length of the clip_text preset {preset!r}"
+
     def __init__(self, preset: str = "vit-b-32", pretrained: str | None = None, project: bool = False,
                  gradient_checkpointing: bool = False, load_weights: bool = True, **config_overrides):
         super().__init__()
         config, model = _tower_config(preset, pretrained, load_weights, config_overrides)
+        self.max_tokens = config.context_length  # the text processor never emits more (encoders/capacity.py)
+        self.max_tokens_source = "context_length of clip_text"
         self.tower = model.text if model is not None else CLIPTextTower(config)
         self.tower.transformer.gradient_checkpointing = gradient_checkpointing
         self._finish(config, model, project, config.text_width, "text_projection")

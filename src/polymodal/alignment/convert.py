@@ -242,7 +242,8 @@ def from_hf_clip(model_or_path, **config_overrides) -> CLIPModelNative:
     if isinstance(model_or_path, (str, os.PathLike)):
         from transformers import CLIPModel
 
-        model_or_path = CLIPModel.from_pretrained(str(model_or_path))
+        # Explicit False: CLIPModel is built in; code a checkpoint ships is never run (None could prompt).
+        model_or_path = CLIPModel.from_pretrained(str(model_or_path), trust_remote_code=False)
     config = native_config_from_hf(model_or_path.config)
     for key, value in config_overrides.items():
         setattr(config, key, value)

@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
-from ..config import ModalityConfig
+from ..config import ModalityConfig, bounds
 from .audio_dsp import log_mel_spectrogram, resample, spec_augment
 from .errors import DataError
 from .processors import Processor, parse_options
@@ -52,6 +52,14 @@ class AudioProcessorConfig:
     time_mask_width: int = 10  # frames, max per mask (also capped at 20% of the real frames)
     gain_db: float = 0.0  # random gain in ±gain_db (before the log-mel)
     time_shift_seconds: float = 0.0  # random leading silence in [0, time_shift_seconds]
+
+    # Valid ranges, checked when the config is read (ConfigError names model.modalities.<name>.processor.<key>).
+    CONFIG_BOUNDS = {
+        **{key: bounds(ge=1) for key in ("sample_rate", "n_mels", "n_fft", "win_length", "hop_length")},
+        **{key: bounds(gt=0) for key in ("max_seconds", "max_seconds_file", "f_max", "global_std")},
+        **{key: bounds(ge=0) for key in ("f_min", "freq_masks", "freq_mask_width", "time_masks", "time_mask_width",
+                                         "gain_db", "time_shift_seconds")},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -237,17 +245,32 @@ class AudioProcessor(Processor):
 
 
 class HFAudioProcessor(Processor):
-    """Wraps ``transformers.AutoFeatureExtractor``: waveform at the extractor's rate → its tensors (no batch dim)."""
+    """Wraps ``transformers.AutoFeatureExtractor``: waveform at the extractor's rate → its tensors (no batch dim).
+
+    The checkpoint's own extractor does the features, so they are what the model was trained on:
+    Wav2Vec2FeatureExtractor's zero-mean unit-variance waveform ``input_values`` [S] (+ ``attention_mask``),
+    ASTFeatureExtractor's Kaldi fbank ``input_values`` [frames, mels] (padded / cut to its ``max_length``, the
+    model's position table) and WhisperFeatureExtractor's log-mel ``input_features`` [mels, 3000] (30 s).
+    ``trust_remote_code`` is passed explicitly (False: an extractor needing the checkpoint's code is refused).
+    Raises DataError when the extractor cannot be loaded.
+    """
 
     kind = "audio"
 
-    def __init__(self, pretrained: str, config: AudioProcessorConfig):
+    def __init__(self, pretrained: str, config: AudioProcessorConfig, trust_remote_code: bool = False,
+                 revision: str | None = None):
         from transformers import AutoFeatureExtractor
 
         try:
-            self.extractor = AutoFeatureExtractor.from_pretrained(pretrained)
+            self.extractor = AutoFeatureExtractor.from_pretrained(
+                pretrained, revision=revision, trust_remote_code=trust_remote_code
+            )
         except Exception as err:
-            raise DataError(f"cannot load the feature extractor of {pretrained!r}: {err}") from err
+            hint = ""
+            if not trust_remote_code and "trust_remote_code" in str(err):
+                hint = (" It needs code shipped with the checkpoint, which polymodal runs only when the person "
+                        "loading the model asks (trust_remote_code=True); a file inside a model directory cannot.")
+            raise DataError(f"cannot load the feature extractor of {pretrained!r}: {err}{hint}") from err
         self.config = config
         self.sample_rate = int(getattr(self.extractor, "sampling_rate", config.sample_rate))
         self.loader = _WaveformLoader(self.sample_rate, config.max_seconds, config.max_seconds_file, config.crop)
@@ -289,5 +312,6 @@ class HFAudioProcessor(Processor):
 def build_audio_processor(cfg: ModalityConfig, prefix: str) -> Processor:
     options = parse_options(AudioProcessorConfig, cfg.processor, prefix)
     if cfg.pretrained:
-        return HFAudioProcessor(cfg.pretrained, options)
+        trust = cfg.options.get("trust_remote_code") is True
+        return HFAudioProcessor(cfg.pretrained, options, trust, cfg.options.get("revision"))
     return AudioProcessor(options)

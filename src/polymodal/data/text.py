@@ -10,31 +10,42 @@ needs no files, so the from-scratch text encoder works offline:
 Special ids of the built-in tokenizers: pad 0, cls 1 (prepended), sep 2 (appended), unk 3.
 Sequences are truncated to ``max_length``; ``padding="longest"`` pads in collate to the longest in the batch,
 ``"max_length"`` pads every sample to ``max_length``.
+
+``max_length`` never exceeds what the modality's encoder takes (``polymodal.encoders.capacity``): the tokenizer's
+``model_max_length``, the checkpoint's ``max_position_embeddings``, a CLIP ``context_length`` or the
+``text_transformer``'s ``max_positions``. Unset, it is min(64, that limit); set above it, a ConfigError names
+``model.modalities.<name>.processor.max_length``.
+
+Loading a tokenizer never runs code from the checkpoint unless the modality's ``options.trust_remote_code`` is
+true (passed to transformers explicitly either way).
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from ..config import ModalityConfig
+from ..config import ModalityConfig, bounds
 from .errors import DataError
 from .processors import Processor, parse_options
 
 PAD_ID, CLS_ID, SEP_ID, UNK_ID = 0, 1, 2, 3
+DEFAULT_TEXT_LENGTH = 64  # = encoders.capacity.DEFAULT_TEXT_LENGTH (constructing a processor directly)
+UNBOUNDED = 10**9  # tokenizers that declare no limit report int(1e30)
 NUM_SPECIAL = 4
 _WORD_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
 @dataclass
 class TextProcessorConfig:
-    max_length: int = 64  # tokens, special tokens included
+    # tokens, special tokens included; None = min(64, the encoder's limit). Never above that limit.
+    max_length: int | None = field(default=None, metadata=bounds(ge=2))
     padding: Literal["longest", "max_length"] = "longest"
     tokenizer: Literal["words", "bytes"] = "words"  # built-in tokenizer (ignored with pretrained)
     vocab_size: int = 8192  # buckets of the "words" tokenizer, specials included
@@ -46,11 +57,13 @@ class _TextBase(Processor):
     pad_token_id: int = PAD_ID
     vocab_size: int
 
-    def __init__(self, config: TextProcessorConfig):
-        if config.max_length < 2:
-            raise DataError(f"text processor: max_length must be at least 2, got {config.max_length}")
+    def __init__(self, config: TextProcessorConfig, max_length: int | None = None):
+        """``max_length``: the resolved length (``resolve_max_length``); default ``config.max_length`` or 64."""
+        max_length = max_length or config.max_length or DEFAULT_TEXT_LENGTH
+        if max_length < 2:
+            raise DataError(f"text processor: max_length must be at least 2, got {max_length}")
         self.config = config
-        self.max_length = config.max_length
+        self.max_length = max_length
 
     def check(self, raw: Any) -> None:
         if not isinstance(raw, str):
@@ -80,8 +93,8 @@ class _TextBase(Processor):
 class BuiltinTextProcessor(_TextBase):
     """Offline tokenizer (no files): hashed words or bytes. ``vocab_size`` and ``pad_token_id`` (0) exposed."""
 
-    def __init__(self, config: TextProcessorConfig):
-        super().__init__(config)
+    def __init__(self, config: TextProcessorConfig, max_length: int | None = None):
+        super().__init__(config, max_length)
         if config.tokenizer == "bytes":
             self.vocab_size = NUM_SPECIAL + 256
         else:
@@ -105,16 +118,16 @@ class BuiltinTextProcessor(_TextBase):
 
 
 class HFTextProcessor(_TextBase):
-    """``AutoTokenizer.from_pretrained(pretrained)`` with truncation to ``max_length``."""
+    """``AutoTokenizer.from_pretrained(pretrained)`` with truncation to ``max_length``.
 
-    def __init__(self, pretrained: str, config: TextProcessorConfig):
-        super().__init__(config)
-        from transformers import AutoTokenizer
+    ``trust_remote_code`` is passed to transformers explicitly (False: a tokenizer that needs the checkpoint's
+    own code is refused, never run). Raises DataError when the tokenizer cannot be loaded.
+    """
 
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
-        except Exception as err:
-            raise DataError(f"cannot load the tokenizer of {pretrained!r}: {err}") from err
+    def __init__(self, pretrained: str, config: TextProcessorConfig, max_length: int | None = None,
+                 trust_remote_code: bool = False, revision: str | None = None, tokenizer: Any = None):
+        super().__init__(config, max_length)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(pretrained, trust_remote_code, revision)
         pad = self.tokenizer.pad_token_id
         if pad is None:  # GPT-style tokenizers have no pad token; the mask makes the choice irrelevant
             pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
@@ -132,8 +145,42 @@ class HFTextProcessor(_TextBase):
         return directory
 
 
+def load_tokenizer(pretrained: str, trust_remote_code: bool = False, revision: str | None = None) -> Any:
+    """``AutoTokenizer.from_pretrained`` with ``trust_remote_code`` explicit; DataError when it cannot load."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        hint = ""
+        if not trust_remote_code and "trust_remote_code" in str(err):
+            hint = (" The tokenizer needs code shipped with the checkpoint, which polymodal runs only when the person "
+                    "loading the model asks (trust_remote_code=True); a file inside a model directory cannot.")
+        raise DataError(f"cannot load the tokenizer of {pretrained!r}: {err}{hint}") from err
+
+
+def tokenizer_capacity(tokenizer: Any, pretrained: str) -> tuple[int | None, str]:
+    """(``model_max_length``, source); None when the tokenizer declares no limit (transformers' 1e30)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(limit, int) or limit >= UNBOUNDED:
+        return None, ""
+    return limit, f"model_max_length of the tokenizer of {pretrained}"
+
+
 def build_text_processor(cfg: ModalityConfig, prefix: str) -> Processor:
+    """The text processor of ``cfg``; its length is capped by the encoder's capacity (ConfigError naming
+    ``<prefix>.max_length`` when an explicit value exceeds it)."""
+    # Lazy: the capacity rules live with the encoders, which know their limits (as encoders.factory imports the
+    # data layer lazily for processor facts); nothing here builds an encoder or reads weights.
+    from ..encoders.capacity import declared_text_capacity, resolve_max_length
+
     options = parse_options(TextProcessorConfig, cfg.processor, prefix)
+    key = f"{prefix}.max_length"
+    limits = [declared_text_capacity(cfg)]
     if cfg.pretrained:
-        return HFTextProcessor(cfg.pretrained, options)
-    return BuiltinTextProcessor(options)
+        trust = cfg.options.get("trust_remote_code") is True
+        revision = cfg.options.get("revision")
+        tokenizer = load_tokenizer(cfg.pretrained, trust, revision)
+        max_length = resolve_max_length(options.max_length, [tokenizer_capacity(tokenizer, cfg.pretrained), *limits], key)
+        return HFTextProcessor(cfg.pretrained, options, max_length, tokenizer=tokenizer)
+    return BuiltinTextProcessor(options, resolve_max_length(options.max_length, limits, key))

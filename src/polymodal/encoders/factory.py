@@ -9,6 +9,7 @@ from typing import Any
 from ..config import ModalityConfig
 from ..registry import ENCODERS
 from .base import Encoder
+from .capacity import check_text_capacity
 
 # "auto" without ``pretrained``: the tiny from-scratch preset of each kind.
 DEFAULT_PRESETS = {"image": "image_cnn", "audio": "audio_cnn", "text": "text_transformer"}
@@ -91,6 +92,7 @@ def build_encoder(cfg: ModalityConfig, load_weights: bool = True, *, name: str |
     encoder = ENCODERS.build(encoder_name, **options)
     if encoder.kind != cfg.kind:
         raise ValueError(f"{where}: encoder {encoder_name!r} built a {encoder.kind!r} encoder for kind {cfg.kind!r}")
+    check_text_capacity(cfg, encoder, where)  # a processor max_length the encoder cannot take fails here, not in forward
     return encoder
 
 

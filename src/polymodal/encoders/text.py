@@ -6,6 +6,8 @@ absent sample). The built-in tokenizers (data/text.py) use pad id 0 and prepend 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -21,10 +23,19 @@ class TextTransformer(Encoder):
     """Token + learned position embeddings → masked pre-norm transformer. Tokens [B, L, dim].
 
     ``vocab_size`` must cover the tokenizer's ids; the factory fills it from the modality's text processor.
+    ``max_positions`` (default 512) caps the sequence length: the text processor's default length is
+    min(64, max_positions), and a larger explicit ``processor.max_length`` is a ConfigError at build time.
     Pooling: "mean" (masked mean, default) or "cls" (the first token, which the built-in tokenizers make CLS).
     """
 
     kind = "text"
+    max_tokens_source = "encoder option max_positions of text_transformer"
+
+    @classmethod
+    def token_capacity(cls, options: dict) -> tuple[int, str]:
+        """(positions, source) the encoder built with ``options`` takes, without building it (capacity.py)."""
+        default = inspect.signature(cls.__init__).parameters["max_positions"].default
+        return int(options.get("max_positions", default)), cls.max_tokens_source
 
     def __init__(
         self,
@@ -42,6 +53,7 @@ class TextTransformer(Encoder):
         if pooling not in ("cls", "mean"):
             raise ValueError(f"text_transformer: pooling must be 'cls' or 'mean', got {pooling!r}")
         self.vocab_size, self.max_positions, self.pooling = vocab_size, max_positions, pooling
+        self.max_tokens = max_positions  # the processor never emits more (capacity.py)
         self.output_dim = dim
         self.token_embed = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
         self.pos_embed = nn.Embedding(max_positions, dim)

@@ -68,6 +68,11 @@ def encoder_fingerprint(model: nn.Module, modality: str) -> dict[str, str]:
     for name, tensor in sorted(encoder.state_dict().items()):
         weights.update(name.encode())
         weights.update(_tensor_bytes(tensor))
+    # Facts an encoder resolves from files beyond its config (an HF checkpoint's declared pooling): only encoders
+    # that have them add the key, so other encoders keep their cache keys.
+    facts = getattr(encoder, "cache_facts", None)
+    if facts is not None:
+        mcfg["resolved"] = facts
     return {
         "config": _sha(json.dumps({"class": type(encoder).__qualname__, **mcfg}, sort_keys=True, default=str)),
         "weights": weights.hexdigest(),

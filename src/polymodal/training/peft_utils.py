@@ -265,13 +265,15 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, base_dir: str |
 
 
 def load_adapter(directory: str | os.PathLike, base_dir: str | os.PathLike | None = None,
-                 map_location: str = "cpu") -> nn.Module:
+                 map_location: str = "cpu", *, trust_remote_code: bool = False) -> nn.Module:
     """Rebuild base model + finetune strategy from an adapter directory; load base, then adapter weights.
 
     ``base_dir`` overrides the recorded base location (e.g. after moving both directories); the base weights
-    must still match the recorded fingerprint.
+    must still match the recorded fingerprint. Code shipped in the base directory runs only with
+    ``trust_remote_code=True`` (a saved value is ignored).
     """
     from ..config import ModelConfig, from_dict
+    from ..encoders.hf import load_time_trust
     from ..model import CONFIG_NAME, HF_DIR, WEIGHTS_NAME, MultimodalModel
     from .finetune import apply_finetune
 
@@ -293,6 +295,7 @@ def load_adapter(directory: str | os.PathLike, base_dir: str | os.PathLike | Non
     for name, mcfg in config.modalities.items():
         if mcfg.pretrained and mcfg.pretrained.startswith(f"{HF_DIR}/"):
             config.modalities[name] = dataclasses.replace(mcfg, pretrained=str(base / mcfg.pretrained))
+    config.modalities = load_time_trust(config.modalities, base / CONFIG_NAME, trust_remote_code)
     model = MultimodalModel(config, load_pretrained_weights=False)
     adapter_state = load_file(str(directory / ADAPTER_WEIGHTS_NAME), device=map_location)
     base_state = load_file(str(base_weights), device=map_location)
