@@ -37,13 +37,15 @@ train: {epochs: 2}
     assert json.loads(out.read_text())["data"]["batch_size"] == 16
 
 
-def test_int_is_accepted_for_float_but_not_string_for_int():
+def test_int_is_accepted_for_float_but_not_a_word_for_int():
     cfg = from_dict(Config, {"train": {"lr": 1}})
     assert isinstance(cfg.train.lr, float)
     with pytest.raises(ConfigError, match=r"train\.epochs: expected an integer, got 'three'"):
         from_dict(Config, {"train": {"epochs": "three"}})
+    # yes/no/on/off are YAML 1.1 booleans: they stay valid for true/false fields (tests/test_config_values.py)
+    assert from_dict(Config, {"train": {"progress": "yes"}}).train.progress is True
     with pytest.raises(ConfigError, match=r"train\.progress: expected true/false"):
-        from_dict(Config, {"train": {"progress": "yes"}})
+        from_dict(Config, {"train": {"progress": "maybe"}})
 
 
 def test_unknown_key_is_named_with_suggestion():

@@ -6,11 +6,28 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, ConfigError, load_config
+
+
+def _check_fusions(names: list[str]) -> None:
+    """Refuse unknown --fusions names before the demo trains its unimodal baselines (minutes of work)."""
+    from . import components
+    from .registry import FUSIONS
+
+    components.load_all()
+    known = [*FUSIONS.names(), "late"]  # late fusion is a head per modality, not a registered fusion module
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ConfigError(f"--fusions: unknown fusion {', '.join(map(repr, unknown)) or '(empty)'}; "
+                          f"available: {', '.join(known)}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    fusions = args.fusions.split(",") if args.fusions else None
+    fusions = [name.strip() for name in args.fusions.split(",")] if args.fusions is not None else None
+    if fusions is not None:
+        if args.task != "classify":
+            raise ConfigError(f"--fusions applies to --task classify, not --task {args.task}")
+        _check_fusions(fusions)
     if args.task == "classify":
         from .demo import run_classification_demo
 
@@ -35,6 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import read_config_file
 
     if is_alignment_config(read_config_file(args.config)):  # model names objectives: a multi-tower run
+        if getattr(args, "finetune", None):
+            raise ConfigError(f"--finetune {args.finetune}: {args.config} is an alignment config (its model names "
+                              "objectives); fine-tuning strategies apply to classifiers (a model with a head)")
         summary = train_alignment(load_alignment_config(args.config, overrides), resume=args.resume)
         print(f"run directory: {summary['run_dir']} (best model: {summary['model_dir']})")
         return 0
@@ -74,7 +94,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.model:
         raise ValueError("eval needs a run or model directory (or --compare RUN_A RUN_B)")
     from .evaluation.classification import format_report_table
-    from .evaluation.report import ReportOptions, evaluate_path, headline_rows
+    from .evaluation.report import ReportOptions, evaluate_path, headline_rows, interval_notes
 
     options = ReportOptions(
         bootstrap=1000 if args.bootstrap is None else args.bootstrap,
@@ -82,7 +102,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         robustness=not args.no_robustness,
         efficiency=not args.no_efficiency,
     )
-    report, paths = evaluate_path(args.model, data=args.data, split=args.split, out=args.out, options=options)
+    report, paths = evaluate_path(args.model, data=args.data, split=args.split, out=args.out, options=options,
+                                  overrides=list(getattr(args, "overrides", None) or []))
     if report["quality"] is not None:
         print(format_report_table(report["quality"]["classification_report"]))
     print()
@@ -90,6 +111,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if value is not None:
             ci = "" if low is None else f"   95% CI [{low:.4f}, {high:.4f}]"
             print(f"{name:>14s}  {value:.4f}{ci}")
+    for note in interval_notes(report):  # how the CIs were made; zero-width ones are flagged, not shown as real
+        print(f"note: {note}")
     eff = report.get("efficiency")
     if eff:
         print(f"efficiency: {eff['params']['total']:,} params, {eff['flops_per_sample']:,} FLOPs/sample, "
@@ -120,12 +143,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         sample[name] = value
     if not sample:
         raise ValueError("give at least one input: --image FILE, --audio FILE, --text STRING or --input NAME=VALUE")
-    prediction = Predictor(args.model).predict(sample)
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if getattr(args, "classes", None) else None
+    if getattr(args, "classes", None) is not None and not classes:
+        raise ValueError("--classes needs at least one class name, e.g. --classes cat,dog")
+    predictor = Predictor(args.model, overrides=list(getattr(args, "overrides", None) or []), classnames=classes,
+                          templates=list(getattr(args, "template", None) or []) or None)
+    if (classes or getattr(args, "template", None)) and not predictor.is_alignment:
+        raise ValueError("--classes / --template apply to alignment models (zero-shot); this model is a classifier "
+                         f"with the labels it was trained on ({', '.join(predictor.labels[:5])}, ...)")
+    prediction = predictor.predict(sample)
     if args.json:
-        print(json.dumps(prediction.to_dict(), indent=2))
+        print(json.dumps(prediction.to_dict(), indent=2, allow_nan=False))
         return 0
     label = prediction.label if isinstance(prediction.label, str) else ", ".join(prediction.label) or "(none)"
-    print(f"prediction: {label}   (from {', '.join(prediction.modalities)})")
+    how = "zero-shot from" if predictor.is_alignment else "from"
+    print(f"prediction: {label}   ({how} {', '.join(prediction.modalities)})")
     for label, prob in prediction.top(args.top):
         print(f"  {label:>12s}  {prob:.4f}  {'#' * round(prob * 40)}")
     return 0
@@ -134,6 +168,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from . import components
     from .registry import DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
+    from .training.finetune import STRATEGY_DESCRIPTIONS
 
     components.load_all()
     registries = {"encoders": ENCODERS, "fusions": FUSIONS, "heads": HEADS, "objectives": OBJECTIVES, "datasets": DATASETS}
@@ -142,6 +177,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         print(f"{kind}:")
         for name, description in registry.describe().items():
+            print(f"  {name:22s} {description}")
+    if args.kind in (None, "finetune"):
+        print("finetune (--finetune STRATEGY, finetune.default / finetune.encoders.<modality>):")
+        for name, description in STRATEGY_DESCRIPTIONS.items():
             print(f"  {name:22s} {description}")
     return 0
 

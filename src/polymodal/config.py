@@ -3,6 +3,17 @@
 A config is data: ``load_config("recipe.yaml", ["train.epochs=3"])`` gives a ``Config``;
 ``config_to_dict`` gives back plain JSON-ready data. Every saved run / model directory stores the
 resolved config so any number can be traced to what produced it.
+
+Values are read as users write them:
+
+- YAML files and ``--set`` values go through :func:`load_yaml`, which reads scalars by the YAML 1.2 core
+  schema: ``5e-5`` and ``1E-3`` are numbers (YAML 1.1, PyYAML's default, reads them as strings) and only
+  ``true`` / ``false`` are booleans, so ``cache_features: off`` reaches the field as the word ``"off"``.
+- :func:`from_dict` converts a value to its field's type when it parses cleanly: ``"5e-5"`` (a JSON string) for
+  a float, ``1e6`` or ``"32"`` for an int, ``yes`` / ``no`` / ``on`` / ``off`` for a bool, and a boolean back to
+  the documented word of an on/off choice; anything else raises :class:`ConfigError` naming the key.
+- Every numeric field declares its valid range (:func:`bounds` metadata); it is checked when the config is
+  read, so ``train.weight_decay=-5`` fails before any data is loaded.
 """
 
 from __future__ import annotations
@@ -10,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,11 +31,25 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from .config_values import Bounds, YAML12Loader, bounds, load_yaml  # noqa: F401 (re-exported)
 from .errors import PolymodalError
 
 
 class ConfigError(PolymodalError, ValueError):
-    """A config key is unknown, missing, or has the wrong type. The message names the key."""
+    """A config key is unknown, missing, has the wrong type or is out of range. The message names the key."""
+
+
+def _check_bounds(value: Any, metadata: Any, key: str) -> None:
+    limits = metadata.get("bounds")
+    if limits is None or value is None:
+        return
+    for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if limits.violated_by(item):
+            where = key if i is None else f"{key}[{i}]"
+            note = f" ({metadata['bounds_note']})" if metadata.get("bounds_note") else ""
+            raise ConfigError(f"{where}: must be {limits.describe()}{note}, got {item!r}; set a value in that range")
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -44,7 +71,7 @@ class ModalityConfig:
 @dataclass
 class FusionConfig:
     name: str = "concat"
-    dim: int = 128  # every modality is projected to this width before fusion
+    dim: int = field(default=128, metadata=bounds(ge=1))  # every modality is projected to this width before fusion
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -52,8 +79,8 @@ class FusionConfig:
 class HeadConfig:
     task: Literal["multiclass", "binary", "multilabel"] = "multiclass"
     labels: list[str] = field(default_factory=list)
-    hidden: int = 0  # 0 = a single linear layer
-    dropout: float = 0.1
+    hidden: int = field(default=0, metadata=bounds(ge=0, note="0 = a single linear layer"))
+    dropout: float = field(default=0.1, metadata=bounds(ge=0, lt=1))
 
 
 @dataclass
@@ -72,35 +99,40 @@ class DataConfig:
     label_column: str = "label"
     id_column: str = "id"
     on_error: Literal["raise", "skip"] = "raise"
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    num_workers: int = 0
-    limit: int | None = None  # use only N rows of each split (quick runs; built-in sets: evenly spaced)
+    batch_size: int = field(default=32, metadata=bounds(ge=1))
+    eval_batch_size: int = field(default=128, metadata=bounds(ge=1))
+    num_workers: int = field(default=0, metadata=bounds(ge=0))
+    # Use only N rows of each split (quick runs; built-in sets: evenly spaced).
+    limit: int | None = field(default=None, metadata=bounds(ge=1, note="omit it to use every row"))
     augment: bool = False  # light augmentation of the train split (image crops/flips, SpecAugment masks)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    lr: float = 1e-3
-    encoder_lr: float | None = None  # learning rate for (unfrozen) encoders; defaults to lr
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
+    epochs: int = field(default=10, metadata=bounds(ge=1))
+    max_steps: int | None = field(default=None, metadata=bounds(ge=1))  # optimizer steps; overrides epochs when set
+    lr: float = field(default=1e-3, metadata=bounds(gt=0))
+    # Learning rate for (unfrozen) encoders; defaults to lr.
+    encoder_lr: float | None = field(default=None, metadata=bounds(gt=0, note="use finetune 'frozen' to keep an "
+                                                                          "encoder fixed"))
+    weight_decay: float = field(default=0.01, metadata=bounds(ge=0))
+    warmup_ratio: float = field(default=0.05, metadata=bounds(ge=0, lt=1))
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    grad_accum: int = 1
-    clip_grad_norm: float | None = 1.0
+    grad_accum: int = field(default=1, metadata=bounds(ge=1))
+    clip_grad_norm: float | None = field(default=1.0, metadata=bounds(ge=0, note="0 or null = no clipping"))
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
-    seed: int = 0
+    seed: int = field(default=0, metadata=bounds(ge=0))
     deterministic: bool = True
     monitor: str = "val_accuracy"
     monitor_mode: Literal["max", "min"] = "max"
-    early_stopping_patience: int = 0  # epochs without improvement; 0 = off
-    log_every: int = 20
+    # Epochs without improvement; 0 = off.
+    early_stopping_patience: int = field(default=0, metadata=bounds(ge=0, note="0 = off"))
+    log_every: int = field(default=20, metadata=bounds(ge=0, note="0 = no step rows"))
     progress: bool = True
     out_dir: str = "runs/default"
-    modality_dropout: float = 0.0  # per sample, drop a whole modality with this probability
+    # Per sample, drop a whole modality with this probability.
+    modality_dropout: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
 
 
 @dataclass
@@ -116,8 +148,12 @@ class Config:
         # at the top. Unknown keys and bad values still raise ConfigError naming the finetune.* key.
         if self.finetune is not None:
             from .training.finetune import parse_finetune_config
+            from .training.finetune_warnings import warn_untrained_frozen_encoders
 
             self.finetune = parse_finetune_config(self.finetune, list(self.model.modalities))
+            # Said when the config is read (train, bench, demos), before data loads: freezing random weights
+            # trains but is almost never meant.
+            warn_untrained_frozen_encoders(self.model.modalities, self.finetune, stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -125,6 +161,47 @@ class Config:
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+_TRUE_WORDS = ("true", "yes", "on", "y")
+_FALSE_WORDS = ("false", "no", "off", "n")
+_INT_TEXT = re.compile(r"[-+]?[0-9]+(?:_[0-9]+)*")
+
+
+def _as_number(value: Any) -> float | int | None:
+    """A number from a number or a string that parses cleanly as one ("5e-5", " 32 "); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if _INT_TEXT.fullmatch(text):
+            return int(text.replace("_", ""))
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
+
+
+def _literal(value: Any, choices: tuple[Any, ...], key: str) -> Any:
+    """Accept a choice as written, in any case, or a YAML 1.1 boolean / yes-no word for an on/off choice."""
+    if value in choices and not isinstance(value, bool):
+        return value
+    words = [c for c in choices if isinstance(c, str)]
+    if isinstance(value, str):
+        folded = [c for c in words if c.lower() == value.strip().lower()]
+        if len(folded) == 1:
+            return folded[0]
+    # A boolean here came from a loader that follows YAML 1.1 (off → False) or from JSON true/false: map it back
+    # to the field's own word for that state ("off", "no", "false"), never reject the documented value.
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS):
+        state = value if isinstance(value, bool) else value.strip().lower() in _TRUE_WORDS
+        for word in _TRUE_WORDS if state else _FALSE_WORDS:
+            if word in words:
+                return word
+    raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -146,10 +223,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {_type_name(tp)}")
     if origin is Literal:
-        choices = get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
-        return value
+        return _literal(value, get_args(tp), key)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if origin in (list, tuple):
@@ -163,17 +237,26 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         _, val_tp = get_args(tp) or (str, Any)
         return {str(k): _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
+        if isinstance(value, bool):
+            return value
+        word = value.strip().lower() if isinstance(value, str) else None
+        if word in _TRUE_WORDS or word in _FALSE_WORDS:
+            return word in _TRUE_WORDS  # YAML 1.1 spellings (yes/no/on/off) keep working for true/false fields
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        number = _as_number(value)
+        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+            number = int(number)  # 1e6 steps, or "1e3" from JSON
+        if not isinstance(number, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
+        return number
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        number = _as_number(value)
+        if number is None:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return float(number)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -190,6 +273,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    class_bounds = getattr(cls, "CONFIG_BOUNDS", {})
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
@@ -198,6 +282,8 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
             suggestion = f" (did you mean {'.'.join([*filter(None, [prefix]), hint[0]])!r}?)" if hint else ""
             raise ConfigError(f"unknown config key {full!r}{suggestion}; valid keys here: {', '.join(fields)}")
         kwargs[key] = _convert(value, hints[key], full)
+        metadata = fields[key].metadata if "bounds" in fields[key].metadata else class_bounds.get(key, {})
+        _check_bounds(kwargs[key], metadata, full)
     missing = [
         name
         for name, f in fields.items()
@@ -213,11 +299,18 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.epochs=3"`` → (["train", "epochs"], 3). Values are parsed as YAML (numbers, lists, true)."""
+    """``"train.epochs=3"`` → (["train", "epochs"], 3). Values are parsed as YAML 1.2 (:func:`load_yaml`):
+    numbers (``1e-3``), lists, ``true``/``false``; ``off`` stays the word ``"off"``."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    if not key.strip() or any(not part.strip() for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: the key before '=' must look like section.key")
+    try:
+        value = load_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({err}); quote it") from err
+    return [part.strip() for part in key.split(".")], value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -239,11 +332,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory: give the YAML or JSON file")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read as UTF-8 text: {err}") from err
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from err
+        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {err}") from err
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping of sections (model, data, train, ...), "
+                          f"got {type(data).__name__}")
     return data or {}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,16 @@ from torch import nn
 
 from . import __version__
 from .config import ModelConfig, config_to_dict, from_dict
+from .files import apply_plain_modes, create_temp_file
 from .fusion import build_fusion  # importing the package registers every fusion
-from .heads import ClassificationHead, classification_loss
+from .heads import ClassificationHead, classification_loss_sum
+from .objectives.accumulation import LossTerm
 from .types import Batch, FusedOutput, ModalityOutput, ModelOutput
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 HF_DIR = "hf"
+LOSS_KEY = "classification"  # the loss_terms / loss_counts key of the one classification loss
 
 
 class MultimodalModel(nn.Module):
@@ -117,8 +119,19 @@ class MultimodalModel(nn.Module):
         else:
             fused = self.fusion(outputs)
             logits = self.head(fused.pooled)
-        loss = None if labels is None else classification_loss(logits, labels, self.task)
-        return ModelOutput(logits=logits, loss=loss, fused=fused, modality_outputs=outputs)
+        loss, terms = None, {}
+        if labels is not None:
+            total, count = classification_loss_sum(logits, labels, self.task)
+            terms = {LOSS_KEY: LossTerm(total, float(count))}
+            loss = total / max(count, 1)
+        return ModelOutput(logits=logits, loss=loss, fused=fused, modality_outputs=outputs, loss_terms=terms)
+
+    def loss_counts(self, batch: Batch) -> dict[str, float]:
+        """Items the loss of ``batch`` averages over, before running it: every labelled sample.
+
+        The Trainer sums this over an optimizer step's micro-batches to weight each one by its share.
+        """
+        return {LOSS_KEY: float(len(batch)) if batch.labels is not None else 0.0}
 
     def _late_logits(self, outputs: dict[str, ModalityOutput]) -> torch.Tensor:
         total, count = 0.0, 0.0
@@ -159,13 +172,16 @@ class MultimodalModel(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> MultimodalModel:
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu", *,
+                        trust_remote_code: bool = False) -> MultimodalModel:
+        """Rebuild a saved model. Code shipped in the directory (``auto_map`` in hf/<name>/*.json) never runs unless
+        ``trust_remote_code=True`` is passed here: a ``trust_remote_code`` saved in config.json is ignored."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not weights_path.exists() and (directory / "adapter_config.json").exists():
             from .training.peft_utils import load_adapter  # adapter-only save: base model + trained weights
 
-            return load_adapter(directory, map_location=map_location)
+            return load_adapter(directory, map_location=map_location, trust_remote_code=trust_remote_code)
         for path in (config_path, weights_path):
             if not path.exists():
                 raise FileNotFoundError(f"{path} not found: is {directory} a polymodal model directory?")
@@ -174,6 +190,9 @@ class MultimodalModel(nn.Module):
         for name, mcfg in config.modalities.items():
             if mcfg.pretrained and mcfg.pretrained.startswith(f"{HF_DIR}/"):
                 config.modalities[name] = dataclasses.replace(mcfg, pretrained=str(directory / mcfg.pretrained))
+        from .encoders.hf import load_time_trust  # local import, as for build_encoder
+
+        config.modalities = load_time_trust(config.modalities, config_path, trust_remote_code)
         model = cls(config, load_pretrained_weights=False)
         if payload.get("finetune"):
             from .training.finetune import apply_finetune  # rebuild adapters / prompts before loading weights
@@ -213,15 +232,19 @@ def save_hf_artifacts(modalities: dict, encoders, processors: dict, directory: P
             processor = processors.get(name)
             if processor is not None and hasattr(processor, "save_pretrained"):
                 processor.save_pretrained(hf_dir)
+            if hf_dir.exists():  # transformers writes safetensors through a private (0600) temp file
+                apply_plain_modes(hf_dir)
             saved[name] = dataclasses.replace(mcfg, pretrained=f"{HF_DIR}/{name}")
     return saved
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same directory, then rename: a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to a temp file in the same directory, then rename: a crash never leaves a half-written
+    file. The file gets the mode a plain ``open(path, "w")`` gives (0666 minus the umask; see :mod:`.files`)."""
+    path = Path(path)
+    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -231,8 +254,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def atomic_save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike,
+                            metadata: dict[str, str] | None = None) -> None:
+    """Save ``state`` as safetensors via a temp file + rename (mode as for a plain ``open``: 0666 minus the umask)."""
+    path = Path(path)
+    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         # safetensors refuses tensors that share memory; clone those so tied weights save cleanly.
@@ -242,7 +268,8 @@ def atomic_save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata
             ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
             clean[key] = tensor.clone() if ptr in seen and ptr != -1 else tensor
             seen.setdefault(ptr, key)
-        save_file(clean, tmp, metadata=metadata)
+        save_file(clean, str(tmp), metadata=metadata)
+        apply_plain_modes(tmp)  # safetensors writes via its own 0600 temp file, whatever the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

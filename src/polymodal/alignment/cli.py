@@ -3,11 +3,14 @@
     polymodal retrieve index runs/align/best --data spoken-digits --split test --modality image --out img_index
     polymodal retrieve query img_index --text "seven" --top 5
     polymodal retrieve query img_index --audio seven.wav --json
+    polymodal retrieve index ... --backend faiss --backend-option nprobe=32     # approximate: pip install 'polymodal[ann]'
 
 The index directory holds index.safetensors (unit-norm embeddings) + index.json (ids, per-item metadata:
 id, label, source) from ``EmbeddingIndex`` and retrieval.json (which model and modality made it), so a query
 is embedded by the same model. Scores are cosine similarities. Items whose embeddings are bit-identical
-(the same file listed twice) are stored once unless --keep-duplicates.
+(the same file listed twice) are stored once unless --keep-duplicates. ``--backend faiss|usearch`` adds an
+approximate nearest-neighbour structure (index.faiss / index.usearch) that queries then use; ``query --exact``
+searches by brute force instead (see alignment/index_backends.py for the options and their defaults).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from typing import Any
 
 RETRIEVAL_META = "retrieval.json"
 QUERY_KINDS = ("text", "image", "audio")
+BACKEND_CHOICES = ("exact", "faiss", "usearch")  # = index_backends.BACKEND_NAMES, without importing torch here
 
 
-def add_retrieve_parser(sub: Any) -> None:
-    """Register ``retrieve index`` / ``retrieve query`` on the top-level subparsers of ``polymodal``."""
+def add_retrieve_parser(sub: Any, positive: Any = int) -> None:
+    """Register ``retrieve index`` / ``retrieve query`` on the top-level subparsers of ``polymodal``.
+    ``positive``: the argparse type of counts (--limit, --batch-size, --top), refusing values below 1."""
     parser = sub.add_parser(
         "retrieve",
         help="cross-modal search with an aligned model: build an index, query it with text/image/audio",
@@ -37,9 +42,16 @@ def add_retrieve_parser(sub: Any) -> None:
     index.add_argument("--split", default="test", help="split of a built-in data set (default: %(default)s)")
     index.add_argument("--modality", required=True, help="which of the model's modalities to index")
     index.add_argument("--out", required=True, help="index directory to write")
-    index.add_argument("--limit", type=int, default=None, help="index only the first N rows")
-    index.add_argument("--batch-size", type=int, default=128)
+    index.add_argument("--limit", type=positive, default=None, help="index only the first N rows")
+    index.add_argument("--batch-size", type=positive, default=128)
     index.add_argument("--keep-duplicates", action="store_true", help="keep items with identical embeddings")
+    index.add_argument("--backend", default="exact", choices=BACKEND_CHOICES,
+                       help="search backend saved with the index: exact brute force, or approximate faiss / usearch "
+                       "(needs pip install 'polymodal[ann]') (default: %(default)s)")
+    index.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="backend parameter, repeatable. faiss: index=ivf|hnsw, nlist, nprobe, "
+                       "train_points_per_list, train_iterations, m, ef_construction, ef_search, threads; "
+                       "usearch: connectivity, expansion_add, expansion_search, dtype=f32|f16|bf16, threads")
     query = actions.add_parser("query", help="search an index with a text, an image or an audio file")
     query.add_argument("index", help="index directory (from `polymodal retrieve index`)")
     query.add_argument("--text", default=None, help="query string")
@@ -48,7 +60,12 @@ def add_retrieve_parser(sub: Any) -> None:
     query.add_argument("--query-modality", default=None,
                        help="the model modality that embeds the query (default: the only one of its kind)")
     query.add_argument("--model", default=None, help="model directory (default: the one that built the index)")
-    query.add_argument("--top", type=int, default=5, help="how many results (default: %(default)s)")
+    query.add_argument("--top", type=positive, default=5, help="how many results (default: %(default)s)")
+    query.add_argument("--exact", action="store_true",
+                       help="brute-force search even if the index was built with an approximate backend")
+    query.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="search-time parameter of the index's backend, repeatable: faiss nprobe, ef_search; "
+                       "usearch expansion_search; threads")
     query.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -90,16 +107,24 @@ def _source(raw: Any) -> str | None:
 
 
 def build_index(model_dir: str | os.PathLike, data: str, modality: str, out: str | os.PathLike, split: str = "test",
-                limit: int | None = None, batch_size: int = 128, dedupe: bool = True):
-    """Embed the ``modality`` inputs of a manifest / built-in split and save an EmbeddingIndex to ``out``."""
+                limit: int | None = None, batch_size: int = 128, dedupe: bool = True, backend: str = "exact",
+                backend_options: dict[str, Any] | None = None):
+    """Embed the ``modality`` inputs of a manifest / built-in split and save an EmbeddingIndex to ``out``.
+
+    ``backend`` / ``backend_options``: the search backend saved with the index (see ``index_backends``); a
+    missing package or a bad option is reported before any embedding work.
+    """
     import torch
     from torch.utils.data import DataLoader
 
     from ..data import MultimodalDataset
     from ..data.manifest import validate_rows
     from ..model import atomic_write_text
+    from .index_backends import make_options, require_backend
     from .retrieval import EmbeddingIndex
 
+    require_backend(backend)
+    make_options(backend, backend_options)
     model, resolved = _load_model(model_dir)
     if modality not in model.modality_names:
         raise KeyError(f"--modality {modality!r} is not one of the model's modalities {model.modality_names}")
@@ -120,10 +145,10 @@ def build_index(model_dir: str | os.PathLike, data: str, modality: str, out: str
         keep = [first.setdefault(g, i) for i, g in enumerate(groups) if g not in first]
     metadata = [{"id": rows[i].id, "label": rows[i].label, "source": _source(rows[i].inputs[modality])} for i in keep]
     index = EmbeddingIndex(embeddings[keep], ids=[rows[i].id for i in keep], metadata=metadata,
-                           already_normalized=True)
+                           already_normalized=True, backend=backend, backend_options=backend_options)
     directory = index.save(out)
     info = {"model_dir": str(Path(resolved).resolve()), "modality": modality, "data": str(data), "split": split,
-            "rows": len(rows), "items": len(index)}
+            "rows": len(rows), "items": len(index), "backend": backend}
     atomic_write_text(directory / RETRIEVAL_META, json.dumps(info, indent=2))
     return index, info
 
@@ -153,12 +178,19 @@ def _query_modality(model: Any, kind: str, requested: str | None) -> str:
 
 
 def query_index(index_dir: str | os.PathLike, raw: Any, kind: str, top: int = 5, model: Any = None,
-                query_modality: str | None = None) -> list[dict[str, Any]]:
-    """Search an index with one raw query of ``kind`` (text / image / audio) → [{rank, score, id, label, source}]."""
+                query_modality: str | None = None, exact: bool = False,
+                search_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Search an index with one raw query of ``kind`` (text / image / audio) → [{rank, score, id, label, source}].
+
+    The index is searched with the backend it was built with (``exact=True``: brute force); ``search_options``
+    sets that backend's search-time parameters (e.g. {"nprobe": 64}).
+    """
     from .retrieval import EmbeddingIndex
 
     index_dir = Path(index_dir)
-    index = EmbeddingIndex.load(index_dir)
+    index = EmbeddingIndex.load(index_dir, exact=exact)
+    if search_options:
+        index.set_search_options(**search_options)
     meta_path = index_dir / RETRIEVAL_META
     info = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if model is None:
@@ -183,12 +215,16 @@ def query_index(index_dir: str | os.PathLike, raw: Any, kind: str, top: int = 5,
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
     if args.retrieve_command == "index":
+        from .index_backends import parse_option_strings
+
         index, info = build_index(args.model, args.data, args.modality, args.out, split=args.split, limit=args.limit,
-                                  batch_size=args.batch_size, dedupe=not args.keep_duplicates)
+                                  batch_size=args.batch_size, dedupe=not args.keep_duplicates, backend=args.backend,
+                                  backend_options=parse_option_strings(args.backend_option))
         dropped = info["rows"] - info["items"]
         print(f"indexed {info['items']} {args.modality} items ({index.dim}-d) from {args.data}"
               f"{f' [{args.split}]' if not Path(args.data).is_file() else ''}"
-              f"{f', {dropped} duplicates skipped' if dropped else ''} → {args.out}")
+              f"{f', {dropped} duplicates skipped' if dropped else ''}"
+              f"{f', {args.backend} backend' if args.backend != 'exact' else ''} → {args.out}")
         return 0
     given = [(kind, getattr(args, kind)) for kind in QUERY_KINDS if getattr(args, kind) is not None]
     if len(given) != 1:
@@ -198,7 +234,10 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--{kind} {raw}: no such file")
     if args.top < 1:
         raise ValueError(f"--top must be ≥ 1, got {args.top}")
-    results = query_index(args.index, raw, kind, top=args.top, model=args.model, query_modality=args.query_modality)
+    from .index_backends import parse_option_strings
+
+    results = query_index(args.index, raw, kind, top=args.top, model=args.model, query_modality=args.query_modality,
+                          exact=args.exact, search_options=parse_option_strings(args.backend_option))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -1,7 +1,7 @@
 """The alignment recipe, top to bottom: config → data → AlignmentModel → Trainer → best model → test metrics.
 
 A config has the same data / train sections as a classification config; ``model`` is an AlignmentConfig and
-an optional ``eval`` section names the zero-shot classes and prompt templates::
+an optional ``zeroshot`` section names the zero-shot classes and prompt templates::
 
     model:
       modalities: {image: {kind: image, processor: {image_size: 16, channels: 1}}, text: {kind: text}}
@@ -9,7 +9,13 @@ an optional ``eval`` section names the zero-shot classes and prompt templates::
       objectives: [{name: clip}]
     data: {name: spoken-digits, batch_size: 64}
     train: {epochs: 5, lr: 2.0e-3}            # monitor defaults to val_loss (min) here
-    eval: {class_names: [zero, one, ...], templates: {image: ["a handwritten {}"]}}
+    zeroshot: {classnames: [zero, one, ...], templates: {image: ["a handwritten {}"]}}
+
+``zeroshot`` is used by the test evaluation and saved with the model (config.json), so ``polymodal predict`` and
+``Predictor`` label an image or audio input with the same classes and prompts. ``classnames`` are in label order
+(default: the data's labels; for the built-in spoken digits the words zero … nine); ``templates`` are per modality
+name (default: per kind, ``zeroshot.DEFAULT_TEMPLATES``). ``eval.class_names`` / ``eval.templates`` are the older
+spelling of the same settings and still work.
 
     config = load_alignment_config("align.yaml", ["train.epochs=3"])
     summary = train_alignment(config)          # run_dir/best = AlignmentModel.save_pretrained
@@ -37,6 +43,7 @@ from ..config import (
     ModelConfig,
     TrainConfig,
     apply_overrides,
+    bounds,
     config_to_dict,
     from_dict,
     read_config_file,
@@ -46,10 +53,18 @@ from .model import AlignmentConfig, AlignmentModel
 
 
 @dataclass
-class AlignmentEvalConfig:
-    class_names: list[str] | None = None  # zero-shot class names in label order; default: the labels (digits: words)
+class ZeroShotConfig:
+    """Zero-shot classification of an alignment model: evaluated on the test split and saved with the model."""
+
+    classnames: list[str] | None = None  # in label order; default: the labels (spoken digits: the words)
     templates: dict[str, list[str]] = field(default_factory=dict)  # per modality name, strings with one "{}"
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+
+
+@dataclass
+class AlignmentEvalConfig:
+    class_names: list[str] | None = None  # older spelling of zeroshot.classnames
+    templates: dict[str, list[str]] = field(default_factory=dict)  # older spelling of zeroshot.templates
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10], metadata=bounds(ge=1))
     retrieval_metric: bool = True  # also log val_retrieval_R@1 each epoch (from the same pass as val_loss)
 
 
@@ -59,6 +74,19 @@ class AlignmentRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(monitor="val_loss", monitor_mode="min"))
     eval: AlignmentEvalConfig = field(default_factory=AlignmentEvalConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+
+    def __post_init__(self) -> None:
+        # One source of truth downstream (test evaluation, `polymodal eval` of a run): eval.class_names /
+        # eval.templates, filled from the zeroshot section when that is given.
+        for new, old in (("classnames", "class_names"), ("templates", "templates")):
+            mine, theirs = getattr(self.zeroshot, new), getattr(self.eval, old)
+            if mine and theirs and mine != theirs:
+                raise ConfigError(f"zeroshot.{new} and eval.{old} disagree; keep only zeroshot.{new}")
+            if mine:
+                setattr(self.eval, old, mine)
+            elif theirs:
+                setattr(self.zeroshot, new, theirs)
 
 
 def is_alignment_config(data: dict[str, Any]) -> bool:
@@ -103,6 +131,20 @@ def default_class_names(config: AlignmentRunConfig, labels: list[str]) -> list[s
 
         return [WORDS[int(label)] for label in labels]
     return list(labels)
+
+
+def zeroshot_record(config: AlignmentRunConfig, class_names: list[str] | None) -> dict[str, Any] | None:
+    """What the model saves for zero-shot prediction: class names and, per non-text modality, the templates
+    (configured or the kind's defaults). None when there are no class names (unlabelled pair data) or no text
+    modality to embed them."""
+    from .zeroshot import default_templates
+
+    kinds = {name: mcfg.kind for name, mcfg in config.model.modalities.items()}
+    if not class_names or "text" not in kinds.values():
+        return None
+    templates = {name: list(config.eval.templates.get(name) or default_templates(kind))
+                 for name, kind in kinds.items() if kind != "text"}
+    return {"classnames": list(class_names), "templates": templates}
 
 
 def prepare_alignment_data(config: AlignmentRunConfig, splits: tuple[str, ...] = ("train", "val", "test"),
@@ -156,7 +198,9 @@ def prepare_alignment_data(config: AlignmentRunConfig, splits: tuple[str, ...] =
 
 def make_evaluate_fn(config: AlignmentRunConfig):
     """Trainer evaluate_fn: mean val loss, and (eval.retrieval_metric) mean R@1 over every retrieval direction
-    (class-level when the data has labels, else instance-level) → logged as val_loss, val_retrieval_R@1."""
+    (class-level when the data has labels, else instance-level) → logged as val_loss, val_retrieval_R@1, plus
+    the instance-level mean R@1 (evaluate.instance_retrieval: the number `polymodal eval` reports as
+    instance_mean_R@1) → val_instance_R@1."""
     from .evaluate import evaluate_alignment
 
     def evaluate(model: AlignmentModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
@@ -165,6 +209,7 @@ def make_evaluate_fn(config: AlignmentRunConfig):
         metrics = {"loss": report["loss"]}
         if config.eval.retrieval_metric:
             metrics["retrieval_R@1"] = report["summary"]["mean_R@1"]
+            metrics["instance_R@1"] = report["summary"]["instance_mean_R@1"]
         return metrics
 
     return evaluate
@@ -178,11 +223,32 @@ def train_alignment(
     prepared: tuple[dict[str, Any], dict[str, DataLoader], list[str]] | None = None,
     evaluate_test: bool = True,
 ) -> dict[str, Any]:
-    """Train per ``config``; write the run directory (best/, metrics.json with test metrics); return a summary."""
+    """Train per ``config``; write the run directory (best/, metrics.json with test metrics); return a summary.
+
+    Like ``pipeline.train``: the run owns its directory (RunLockedError for a second run), a multi-process launch
+    is refused (MultiProcessLaunchError), full-disk write failures raise DiskFullError.
+    """
+    from ..training.launch import refuse_multi_process_launch
+    from ..training.run_lock import RunLock
+    from ..training.write_errors import translate_write_errors
+
+    refuse_multi_process_launch("polymodal train (alignment)")
+    run_dir = Path(run_dir or config.train.out_dir)
+    with RunLock(run_dir), translate_write_errors(run_dir):
+        return _train_alignment_locked(config, resume, run_dir, verbose, prepared, evaluate_test)
+
+
+def _train_alignment_locked(
+    config: AlignmentRunConfig,
+    resume: bool,
+    run_dir: Path,
+    verbose: bool,
+    prepared: tuple[dict[str, Any], dict[str, DataLoader], list[str]] | None,
+    evaluate_test: bool,
+) -> dict[str, Any]:
     from ..training import Trainer, seed_everything
     from .evaluate import evaluate_alignment
 
-    run_dir = Path(run_dir or config.train.out_dir)
     seed_everything(config.train.seed)
     processors, loaders, labels = prepared if prepared is not None else prepare_alignment_data(config)
     model = AlignmentModel(config.model)
@@ -192,9 +258,10 @@ def train_alignment(
         objectives = " + ".join(f"{o.weight:g}·{o.name}" for o in config.model.objectives)
         print(f"alignment model: {', '.join(model.modality_names)} → {config.model.embed_dim}-d | {objectives} | "
               f"params {counts['total']:,}")
-    class_names = default_class_names(config, labels) if labels else None
+    class_names = default_class_names(config, labels) if labels else config.zeroshot.classnames
+    model.zeroshot = zeroshot_record(config, class_names)  # saved with best/ for predict / Predictor
     trainer = Trainer(model, config.train, loaders["train"], val_loader=loaders.get("val"), run_dir=run_dir,
-                      config=config, evaluate_fn=make_evaluate_fn(config))
+                      config=config, evaluate_fn=make_evaluate_fn(config), verbose=verbose)
     started = time.perf_counter()
     fit = trainer.fit(resume=resume)
     train_seconds = time.perf_counter() - started
@@ -240,10 +307,12 @@ def jsonable(value: Any) -> Any:
 __all__ = [
     "AlignmentEvalConfig",
     "AlignmentRunConfig",
+    "ZeroShotConfig",
     "alignment_config_from_dict",
     "is_alignment_config",
     "load_alignment_config",
     "make_evaluate_fn",
     "prepare_alignment_data",
     "train_alignment",
+    "zeroshot_record",
 ]

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..config import ModalityConfig
+from ..config import ModalityConfig, bounds
 from .errors import DataError
 from .image_decode import (
     Decoded,
@@ -70,6 +70,13 @@ class ImageProcessorConfig:
     rotation: float = 10.0  # max degrees, uniform in ±rotation
     translate: float = 0.1  # max shift as a fraction of the image size
     hflip: bool = False  # off by default: digits and text must not be mirrored
+
+    # Valid ranges, checked when the config is read (ConfigError names model.modalities.<name>.processor.<key>).
+    CONFIG_BOUNDS = {
+        "image_size": bounds(ge=1), "resize_size": bounds(ge=1), "max_pixels": bounds(ge=1),
+        "std": bounds(gt=0), "crop_scale": bounds(gt=0, le=1), "rotation": bounds(ge=0),
+        "translate": bounds(ge=0, lt=1),
+    }
 
 
 class ImageProcessor(Processor):

@@ -1,3 +1,4 @@
-from .predictor import Prediction, Predictor, resolve_model_dir
+from .predictor import Prediction, Predictor, apply_processor_overrides, load_model, resolve_model_dir
+from .zeroshot import PredictionError
 
-__all__ = ["Prediction", "Predictor", "resolve_model_dir"]
+__all__ = ["Prediction", "PredictionError", "Predictor", "apply_processor_overrides", "load_model", "resolve_model_dir"]

@@ -19,7 +19,9 @@ A ``finetune`` config section picks a strategy per encoder (``default`` for the 
 - ``prompt``: learnable prompt tokens prepended to the encoder's transformer input; the base is frozen.
   See :mod:`.prompt_tuning`.
 
-Projections, fusion and head train under every strategy except ``linear_probe``.
+Projections, fusion and head train under every strategy except ``linear_probe``. A strategy other than ``full`` on
+an encoder without learned weights is flagged when the config is read (:mod:`.finetune_warnings`);
+``STRATEGY_DESCRIPTIONS`` is what ``polymodal list finetune`` prints.
 ``apply_finetune`` records the resolved config on the model (``model.finetune``) so ``save_pretrained`` writes it
 to config.json and ``from_pretrained`` rebuilds the same architecture before loading weights.
 """
@@ -32,10 +34,23 @@ from typing import Any, Literal
 
 from torch import nn
 
-from ..config import ConfigError, config_to_dict, from_dict
+from ..config import ConfigError, bounds, config_to_dict, from_dict
 
 Strategy = Literal["full", "frozen", "linear_probe", "lora", "loha", "lokr", "ia3", "prompt"]
 PEFT_STRATEGIES = ("lora", "loha", "lokr", "ia3")
+# One line per strategy, shown by `polymodal list finetune`.
+STRATEGY_DESCRIPTIONS: dict[str, str] = {
+    "full": "every weight trains (encoders, projections, fusion, head); the default",
+    "frozen": "the encoder's weights stay fixed (eval mode); projections, fusion and head train",
+    "linear_probe": "every encoder, projection and the fusion stay fixed; only the head trains (finetune.default)",
+    "lora": "low-rank adapters on the encoder's Linear/Conv layers train, its own weights stay fixed (PEFT LoRA)",
+    "loha": "low-rank Hadamard-product adapters train, the encoder's weights stay fixed (PEFT LoHa)",
+    "lokr": "low-rank Kronecker-product adapters train, the encoder's weights stay fixed (PEFT LoKr)",
+    "ia3": "learned per-channel scaling vectors train, the encoder's weights stay fixed (PEFT IA3)",
+    "prompt": "learnable prompt tokens before a transformer encoder's input train, its weights stay fixed",
+}
+# Strategies that keep the encoder's own weights fixed: only useful when those weights were learned.
+FREEZING_STRATEGIES = ("frozen", "linear_probe", *PEFT_STRATEGIES, "prompt")
 
 
 @dataclass
@@ -46,9 +61,9 @@ class LoraSettings:
     the mapping get every layer); [] = every Linear/Conv layer of the encoder.
     """
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
+    r: int = field(default=8, metadata=bounds(ge=1))
+    alpha: int = field(default=16, metadata=bounds(gt=0))
+    dropout: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
     target_modules: list[str] | dict[str, list[str]] = field(default_factory=list)
 
 
@@ -62,8 +77,8 @@ class IA3Settings:
 
 @dataclass
 class PromptSettings:
-    num_tokens: int = 8
-    init_std: float = 0.02
+    num_tokens: int = field(default=8, metadata=bounds(ge=1))
+    init_std: float = field(default=0.02, metadata=bounds(ge=0))
 
 
 @dataclass
@@ -315,7 +330,9 @@ def parameter_summary(model: nn.Module, strategies: dict[str, str] | None = None
 
 
 __all__ = [
+    "FREEZING_STRATEGIES",
     "FinetuneConfig",
+    "STRATEGY_DESCRIPTIONS",
     "FinetuneSummary",
     "IA3Settings",
     "LoraSettings",
