@@ -78,7 +78,9 @@ class FusionConfig:
 @dataclass
 class HeadConfig:
     task: Literal["multiclass", "binary", "multilabel"] = "multiclass"
-    labels: list[str] = field(default_factory=list)
+    # YAML writes `labels: [0, 1, 2]` as numbers; the data layer turns them into canonical strings
+    # (data.manifest.normalize_labels), so numbers are accepted here as they are.
+    labels: list[str | int | float] = field(default_factory=list)
     hidden: int = field(default=0, metadata=bounds(ge=0, note="0 = a single linear layer"))
     dropout: float = field(default=0.1, metadata=bounds(ge=0, lt=1))
 
