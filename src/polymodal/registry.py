@@ -62,6 +62,7 @@ class Registry:
 
 ENCODERS = Registry("encoder")
 FUSIONS = Registry("fusion")
+CONNECTORS = Registry("connector")
 HEADS = Registry("head")
 OBJECTIVES = Registry("objective")
 DATASETS = Registry("dataset")
