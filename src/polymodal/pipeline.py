@@ -23,7 +23,7 @@ def prepare(config: Config, splits: tuple[str, ...] = ("train", "val", "test")):
 
     processors = build_processors(config.model.modalities)
     loaders, labels = build_dataloaders(config, processors, splits=splits)
-    if not config.model.head.labels:
+    if list(config.model.head.labels) != list(labels):  # none given, or given as [0, 1, 2.0]: the canonical list
         config.model.head = dataclasses.replace(config.model.head, labels=list(labels))
     return processors, loaders, list(config.model.head.labels)
 
@@ -50,7 +50,28 @@ def train(
 
     ``prepared`` (the result of :func:`prepare`) lets several runs share processed data; a model ignores batch
     modalities it has no encoder for, so one set of loaders serves unimodal and fused models alike.
+
+    The run owns its directory from before the first write to the end (training.run_lock.RunLock: a second
+    run into it raises RunLockedError); a multi-process launch (torchrun, WORLD_SIZE > 1) is refused at once
+    (MultiProcessLaunchError); full-disk write failures raise DiskFullError.
     """
+    from .training.launch import refuse_multi_process_launch
+    from .training.run_lock import RunLock
+    from .training.write_errors import translate_write_errors
+
+    refuse_multi_process_launch("polymodal train")
+    run_dir = Path(run_dir or config.train.out_dir)
+    with RunLock(run_dir), translate_write_errors(run_dir):
+        return _train_locked(config, resume, run_dir, verbose, prepared)
+
+
+def _train_locked(
+    config: Config,
+    resume: bool,
+    run_dir: Path,
+    verbose: bool,
+    prepared: tuple[dict[str, Any], dict[str, Any], list[str]] | None,
+) -> dict[str, Any]:
     from .training import Trainer, seed_everything
 
     run_dir = Path(run_dir or config.train.out_dir)
@@ -80,6 +101,7 @@ def train(
         val_loader=train_loaders.get("val"),
         run_dir=run_dir,
         config=config,
+        verbose=verbose,
     )
     started = time.perf_counter()
     fit = trainer.fit(resume=resume)

@@ -11,6 +11,10 @@ Atomicity: a checkpoint is written into a temp directory next to its target, eve
 in with two renames (old → ``.last.old-*``, temp → ``last``); the old one is deleted only after that. A crash
 at any point leaves either the old or the new checkpoint complete: :func:`recover_directory` restores the old
 one if the crash fell between the two renames, and stray temp directories are removed on the next save.
+SIGINT / SIGTERM are held back during the two renames, so a second Ctrl-C cannot fall between them.
+
+Write failures (full disk, quota, file-size limit) surface as one :class:`~.write_errors.DiskFullError`
+naming the path and the checkpoint that is still complete, whichever library (torch, safetensors) failed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +34,9 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..files import apply_plain_modes, make_temp_dir
 from .reproducibility import python_numpy_rng_state, restore_python_numpy_rng_state
+from .write_errors import translate_write_errors
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -74,21 +81,57 @@ def recover_directory(target: Path, is_complete: Callable[[Path], bool] = lambda
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+_HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Defer SIGINT / SIGTERM to the end of the block: they reach their handlers right after it.
+
+    Python-level, not ``pthread_sigmask``: a process-directed signal blocked in the main thread is delivered to
+    another thread (torch's), and Python runs its handler in the main thread anyway. Only the main thread can
+    swap handlers; elsewhere the block runs as is (signals raise in the main thread, not in this one).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {signum: signal.signal(signum, lambda s, f: caught.append(s)) for signum in _HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in caught:
+            _redeliver(signum, previous[signum])
+
+
+def _redeliver(signum: int, handler: Any) -> None:
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)  # the default action, now that the default handler is back
+
+
 @contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temp directory; on success it replaces ``target`` atomically, on error it vanishes."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_directory(target)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    # Not tempfile.mkdtemp: its 0700 would become the mode of the run's best/ and checkpoints/last/ after the
+    # rename; make_temp_dir gives what a plain mkdir gives under the user's umask.
+    tmp = make_temp_dir(target.parent, prefix=f".{target.name}.tmp-")
     try:
         yield tmp
+        apply_plain_modes(tmp)  # the umask's modes: safetensors (save_model) writes 0600 files whatever the umask
         _fsync_tree(tmp)
         old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-        os.replace(tmp, target)
+        with _signals_held():
+            if target.exists():
+                old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(target, old)
+            os.replace(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,9 +165,19 @@ def save_checkpoint(
     scaler: Any,
     trainer_state: dict[str, Any],
 ) -> Path:
-    """Write a complete checkpoint at ``path`` atomically (see module docstring); returns ``path``."""
+    """Write a complete checkpoint at ``path`` atomically (see module docstring); returns ``path``.
+
+    Raises DiskFullError (a PolymodalError) when space / quota / the file-size limit runs out; the previous
+    checkpoint at ``path`` is then still complete.
+    """
     path = Path(path)
-    with atomic_directory(path) as tmp:
+
+    def kept() -> str:
+        if is_complete_checkpoint(path):
+            return f"the last complete checkpoint is kept at {path}"
+        return "no complete checkpoint had been written yet"
+
+    with translate_write_errors(path, kept), atomic_directory(path) as tmp:
         save_model(model, str(tmp / MODEL_FILE))
         tensors = {
             "optimizer": optimizer.state_dict(),
@@ -192,7 +245,8 @@ def save_model_weights(model: nn.Module, directory: str | os.PathLike) -> Path:
     """The best model: ``model.save_pretrained`` when the model has it, else ``model.safetensors`` alone;
     either way swapped in atomically."""
     directory = Path(directory)
-    with atomic_directory(directory) as tmp:
+    kept = f"the previous model at {directory} is kept" if (directory / MODEL_FILE).is_file() else None
+    with translate_write_errors(directory, kept), atomic_directory(directory) as tmp:
         if hasattr(model, "save_pretrained"):
             model.save_pretrained(tmp)
         else:

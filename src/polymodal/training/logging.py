@@ -1,8 +1,13 @@
-"""Metric logs of a run: ``metrics.jsonl`` (one JSON object per row), ``metrics.csv`` and optional TensorBoard.
+"""Metric logs of a run: ``metrics.jsonl`` (one JSON object per row), ``metrics.csv`` and optional TensorBoard;
+and the progress display of a loop (:func:`make_progress`).
 
 Rows are either ``kind="step"`` (train loss / lr every ``log_every`` optimizer steps) or ``kind="epoch"``
 (epoch means and validation metrics). The CSV has the union of all columns seen so far, leading with
 kind, epoch, step; when a new column appears the CSV is rewritten from the JSONL (rare: only early on).
+
+Progress display and run reporting are separate: the Trainer prints its per-epoch summary lines whatever
+``train.progress`` says; ``progress`` only switches the per-step display, which adapts to where it goes (a
+tqdm bar on a terminal, a few plain lines in a file or pipe, where every ``\r`` frame would be a line).
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ import csv
 import json
 import math
 import os
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 LEADING_COLUMNS = ("kind", "epoch", "step")
 
@@ -101,3 +108,59 @@ class MetricLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+
+def _env_disabled() -> bool:
+    """TQDM_DISABLE=1 switches every bar off (tqdm's own convention); the plain lines follow it too."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class PlainProgress:
+    """tqdm's ``update`` / ``set_postfix`` / ``close`` for output that is not a terminal: one line every
+    ``every`` updates (default: a quarter of ``total``), never the last one (the caller's summary follows),
+    so a log file gets at most 3 lines per loop instead of a ``\r`` frame per step."""
+
+    def __init__(self, total: int, desc: str = "", stream: TextIO | None = None, every: int | None = None):
+        self.total, self.desc = max(0, int(total)), desc
+        self.stream = stream if stream is not None else sys.stderr
+        self.every = every or max(1, math.ceil(self.total / 4))
+        self.n = 0
+        self.postfix = ""
+        self.started = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        before, self.n = self.n, self.n + n
+        if self.n < self.total and self.n // self.every > before // self.every:
+            rate = self.n / max(1e-9, time.perf_counter() - self.started)
+            postfix = f"  {self.postfix}" if self.postfix else ""
+            print(f"{self.desc}: {self.n}/{self.total} ({rate:.1f} it/s){postfix}", file=self.stream, flush=True)
+
+    def set_postfix(self, refresh: bool = False, **values: Any) -> None:
+        self.postfix = " ".join(f"{key} {value}" for key, value in values.items())
+
+    def close(self) -> None:
+        pass
+
+
+def make_progress(total: int, desc: str, enabled: bool = True, stream: TextIO | None = None):
+    """A progress display for a loop of ``total`` steps, or None when ``enabled`` is False (or TQDM_DISABLE).
+
+    On a terminal: a tqdm bar (cleared at the end, refreshed at most ~2x a second). In a file or pipe
+    (``> log 2>&1``, CI, nohup): :class:`PlainProgress` lines. Call ``set_postfix(..., refresh=False)``:
+    a forced refresh per step is what floods logs.
+    """
+    if not enabled or _env_disabled():
+        return None
+    stream = stream if stream is not None else sys.stderr
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):
+        interactive = False
+    if not interactive:
+        return PlainProgress(total, desc, stream)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=stream, mininterval=0.5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import ConfigError, TrainConfig, save_config
+from ..threads import apply_thread_policy
+from .accumulation import share_of_step, step_micro_batches
 from .checkpoint import (
     is_complete_checkpoint,
     load_checkpoint,
@@ -32,16 +35,17 @@ from .checkpoint import (
     save_checkpoint,
     save_model_weights,
 )
-from .logging import MetricLogger
+from .interrupt import StopSignals
+from .launch import refuse_multi_process_launch
+from .logging import MetricLogger, make_progress
 from .modality_dropout import ModalityDropout
 from .optim import build_optimizer, build_scheduler
 from .reproducibility import configure_determinism, make_resumable_loader
+from .run_guards import RunGuards, TrainingDivergedError  # noqa: F401 (its historic home: re-exported)
+from .run_lock import RunLock
+from .write_errors import translate_write_errors
 
 EvaluateFn = Callable[[nn.Module, DataLoader, torch.device], dict[str, float]]
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss (or the gradient norm) became NaN or infinite; the last good checkpoint is kept."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,11 +87,15 @@ def mean_loss(model: nn.Module, loader: DataLoader, device: torch.device, autoca
     return total / count
 
 
-class Trainer:
+class Trainer(RunGuards):
     """Fit a model whose ``forward(batch)`` returns an object with ``.loss``.
 
     run_dir layout: ``checkpoints/last/`` (resume state), ``best/`` (best model by ``train.monitor``, saved
-    with ``save_pretrained``), ``metrics.jsonl`` / ``metrics.csv`` (step and epoch rows), ``config.yaml``.
+    with ``save_pretrained``), ``metrics.jsonl`` / ``metrics.csv`` (step and epoch rows), ``config.yaml``,
+    and ``.polymodal.lock`` while a run owns the directory (see :mod:`.run_lock`).
+
+    verbose: print one summary line per epoch (whatever ``train.progress`` says; that switches the per-step
+    progress display only).
     """
 
     def __init__(
@@ -99,8 +107,14 @@ class Trainer:
         run_dir: str | Path | None = None,
         config: Any = None,
         evaluate_fn: EvaluateFn | None = None,
+        verbose: bool = True,
     ):
+        refuse_multi_process_launch("training")  # no DDP yet: N processes would train N copies into one run_dir
         self.cfg = train_config
+        self.verbose = verbose
+        self._stop: StopSignals | None = None  # set while fit() runs
+        self._probe_batch = None  # the last training batch: re-run before saving, to check the outputs
+        self._healthy_step: int | None = None
         if self.cfg.grad_accum < 1:
             raise ConfigError(f"train.grad_accum must be >= 1, got {self.cfg.grad_accum}")
         self.device = resolve_device(self.cfg.device)
@@ -179,7 +193,23 @@ class Trainer:
         resume: continue from ``run_dir/checkpoints/last`` (error if there is none).
         stop_after_steps: checkpoint and return after this many optimizer steps in this call — a controlled
             interruption, used to test resume (and handy to run a long job in slices).
+
+        The run owns ``run_dir`` for the whole call (:class:`~.run_lock.RunLock`). Raises (all PolymodalError):
+        RunLockedError (another live run holds run_dir), TrainingDivergedError (NaN/inf loss, gradient norm,
+        weights or outputs), DiskFullError (a write ran out of space / quota / file-size limit),
+        TrainingInterrupted (SIGINT / SIGTERM: the step in progress is finished and a resumable checkpoint
+        written first; a second signal stops at once).
         """
+        with RunLock(self.run_dir), translate_write_errors(self.run_dir, self._kept_note), StopSignals() as stop:
+            self._stop = stop
+            try:
+                return self._fit(resume, stop_after_steps)
+            except KeyboardInterrupt:  # a second signal (or one with our handler not installed): no saving
+                raise self._interrupted(stop.requested or signal.SIGINT, saved=False) from None
+            finally:
+                self._stop = None
+
+    def _fit(self, resume: bool, stop_after_steps: int | None) -> dict[str, Any]:
         configure_determinism(self.cfg.deterministic)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -192,6 +222,7 @@ class Trainer:
         if resume:
             self.logger.truncate_after(self.state["global_step"], self.state["epoch"])
         self._steps_this_call = 0
+        apply_thread_policy(self.model)  # intra-op threads by model size, when the CLI's policy is on
         self.model.train()
         try:
             while not self.state["finished"]:
@@ -204,58 +235,74 @@ class Trainer:
                     batches = iter(self.train_loader)
                     for _ in range(self.state["batches_done"]):
                         next(batches)
-                if self._run_epoch(batches, stop_after_steps):
+                stopped = self._run_epoch(batches, stop_after_steps)
+                if stopped:
                     self._save_checkpoint()
+                    if stopped == "signal":
+                        raise self._interrupted(self._stop.requested, saved=True)
                     return self.summary(interrupted=True)
                 self._end_epoch()
                 self._save_checkpoint()
+                if self._stop_requested() and not self.state["finished"]:
+                    raise self._interrupted(self._stop.requested, saved=True)
         finally:
             self.logger.close()
         return self.summary()
 
-    def _run_epoch(self, batches, stop_after_steps: int | None) -> bool:
-        """Train through the rest of an epoch; True when stopped early by ``stop_after_steps``."""
+    def _run_epoch(self, batches, stop_after_steps: int | None) -> str | None:
+        """Train through the rest of an epoch; "steps" when stopped by ``stop_after_steps``, "signal" when
+        stopped on SIGINT / SIGTERM (both at an optimizer-step boundary), None at the end of the epoch."""
         cfg, state = self.cfg, self.state
         remaining = self.batches_per_epoch - state["batches_done"]
         progress = self._progress(remaining, state["epoch"])
         pending = 0  # micro-batches accumulated since the last optimizer step
         self.optimizer.zero_grad(set_to_none=True)
-        for batch in batches:
-            if self.modality_dropout is not None:
-                batch = self.modality_dropout(batch, training=True)
-            batch = batch.to(self.device)
+        # Each step's micro-batches are read and counted first, so every one is weighted by its share of the step.
+        micro_batches = step_micro_batches(
+            self.model,
+            batches,
+            group_size=lambda: min(cfg.grad_accum, self.batches_per_epoch - state["batches_done"]),
+            transform=None if self.modality_dropout is None else lambda b: self.modality_dropout(b, training=True),
+        )
+        for micro in micro_batches:
+            batch = micro.batch.to(self.device)
             with self.autocast():
                 output = self.model(batch)
             loss = output.loss
             if loss is None:
                 raise ValueError("the model returned no loss for a training batch: does the data have labels?")
             self._check_finite(loss, "loss", batch)
-            # The last, possibly short, group of an epoch is averaged over its own size.
             group = min(cfg.grad_accum, self.batches_per_epoch - (state["batches_done"] - pending))
-            self.scaler.scale(loss / group).backward()
+            share = share_of_step(output, micro, len(batch))  # Σ over the step's micro-batches = the step loss
+            self.scaler.scale(share).backward()
             pending += 1
             state["batches_done"] += 1
-            state["epoch_loss_sum"] += float(loss.detach()) * len(batch)
+            # Σ share · step samples over an epoch / its samples = the sample-weighted mean of the step losses.
+            state["epoch_loss_sum"] += float(share.detach()) * micro.step_samples
             state["epoch_loss_count"] += len(batch)
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                progress.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)  # a refresh per step floods logs
             if pending == group:
                 self._optimizer_step(batch)
                 pending = 0
                 self._steps_this_call += 1
                 if state["global_step"] >= self.total_steps:
                     break
+                stopped = "signal" if self._stop_requested() else None
                 if stop_after_steps is not None and self._steps_this_call >= stop_after_steps:
+                    stopped = "steps"
+                if stopped:
                     if progress is not None:
                         progress.close()
-                    return True
+                    return stopped
         if progress is not None:
             progress.close()
-        return False
+        return None
 
     def _optimizer_step(self, batch) -> None:
         state = self.state
+        self._probe_batch = batch
         if self.cfg.clip_grad_norm:
             self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(self._trainable, self.cfg.clip_grad_norm)
@@ -263,6 +310,11 @@ class Trainer:
                 self._check_finite(norm, "gradient norm", batch)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        # Parameter bounds (the alignment logit-scale cap) are kept by projecting after the step; a clamp in
+        # forward would zero their gradient outside the bound and silently stop them learning.
+        project = getattr(self.model, "clamp_parameters", None)
+        if project is not None:
+            project()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         state["global_step"] += 1
@@ -280,21 +332,6 @@ class Trainer:
     @property
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
-
-    def _check_finite(self, value: torch.Tensor, what: str, batch) -> None:
-        if torch.isfinite(value).all():
-            return
-        kept = (
-            f"the last good checkpoint is kept at {self.checkpoint_dir}"
-            if is_complete_checkpoint(self.checkpoint_dir)
-            else "no checkpoint had been written yet"
-        )
-        ids = ", ".join(batch.ids[:5]) if batch.ids else "?"
-        raise TrainingDivergedError(
-            f"training diverged: the {what} became {float(value.detach())} at epoch {self.state['epoch'] + 1}, "
-            f"optimizer step {self.state['global_step'] + 1} (batch samples {ids}, ...); {kept}. "
-            "Try a lower train.lr, train.clip_grad_norm, or precision fp32."
-        )
 
     def _end_epoch(self) -> None:
         state, started = self.state, time.perf_counter()
@@ -314,6 +351,8 @@ class Trainer:
         if self.monitor not in row:
             available = sorted(k for k in row if k.startswith(("val_", "train_")))
             raise ConfigError(f"train.monitor: {self.monitor!r} is not a logged metric; available: {available}")
+        self._check_epoch_metrics(row)
+        self._assert_healthy()  # before best/ is written: never keep a model that gives NaN
         value = row[self.monitor]
         best = state["best_metric"]
         improved = best is None or (value > best if self.monitor_mode == "max" else value < best)
@@ -325,7 +364,7 @@ class Trainer:
         row["best"] = improved
         self.logger.log(row)
         state["history"].append(row)
-        if self.cfg.progress:
+        if self.verbose:  # run reporting, not progress display: printed whatever train.progress says
             shown = {k: v for k, v in row.items() if k.startswith(("train_loss", "val_")) and k != "val_seconds"}
             text = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
             print(f"epoch {state['epoch'] + 1}/{self.max_epochs}  {text}{'  *' if improved else ''}", flush=True)
@@ -339,26 +378,25 @@ class Trainer:
         )
 
     def _progress(self, total: int, epoch: int):
-        if not self.cfg.progress:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=f"epoch {epoch + 1}/{self.max_epochs}", leave=False, dynamic_ncols=True)
+        return make_progress(total, f"epoch {epoch + 1}/{self.max_epochs}", enabled=self.cfg.progress)
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def _save_checkpoint(self) -> None:
+        self._assert_healthy()  # the kept checkpoint is always one whose weights and outputs are finite
         state = dict(self.state)
         if self.modality_dropout is not None:
             state["modality_dropout_rng"] = self.modality_dropout.state_dict()["generator"].tolist()
         save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.scaler, state)
 
     def _clear_previous_run(self) -> None:
-        """A fresh run in a used directory starts a new log; old checkpoints would otherwise mix with it."""
-        for name in ("metrics.jsonl", "metrics.csv"):
+        """A fresh run in a used directory starts a new log; old checkpoints, best model and results would
+        otherwise mix with it (or outlive it as if they were its own, when it fails early)."""
+        for name in ("metrics.jsonl", "metrics.csv", "metrics.json"):
             (self.run_dir / name).unlink(missing_ok=True)
-        if self.checkpoint_dir.exists():
-            shutil.rmtree(self.checkpoint_dir)
+        for directory in (self.checkpoint_dir, self.best_dir):
+            if directory.exists():
+                shutil.rmtree(directory)
 
     def _resume(self) -> None:
         recover_directory(self.checkpoint_dir, is_complete_checkpoint)

@@ -1,0 +1,44 @@
+"""Multi-process launches (torchrun, WORLD_SIZE > 1) are refused at once by every training entry point, on every
+rank, before anything is written; a single process (no WORLD_SIZE, or WORLD_SIZE=1) trains as usual."""
+
+from __future__ import annotations
+
+import pytest
+from run_fixtures import loaders, model, train_config
+
+from polymodal.alignment.recipe import AlignmentRunConfig, train_alignment
+from polymodal.config import Config
+from polymodal.errors import PolymodalError
+from polymodal.pipeline import train
+from polymodal.training import Trainer
+from polymodal.training.launch import MultiProcessLaunchError, refuse_multi_process_launch, world_size
+
+
+@pytest.mark.parametrize("rank", ["0", "1", "3"])
+def test_every_rank_is_refused_by_every_entry_point(tmp_path, monkeypatch, rank):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", rank)
+    expected = rf"started by a multi-process launcher \(torchrun: WORLD_SIZE=4, this is rank {rank}\)"
+    with pytest.raises(MultiProcessLaunchError, match=expected) as caught:
+        Trainer(model(), train_config(), *loaders(), run_dir=tmp_path / "trainer")
+    assert isinstance(caught.value, PolymodalError) and "\n" not in str(caught.value)
+    with pytest.raises(MultiProcessLaunchError, match=expected):
+        train(Config(), run_dir=tmp_path / "pipeline")
+    with pytest.raises(MultiProcessLaunchError, match=expected):
+        train_alignment(AlignmentRunConfig(), run_dir=tmp_path / "alignment")
+    assert list(tmp_path.iterdir()) == []  # refused before any directory was made
+
+
+@pytest.mark.parametrize("environ,size", [({}, 1), ({"WORLD_SIZE": "1"}, 1), ({"WORLD_SIZE": ""}, 1),
+                                          ({"WORLD_SIZE": "x"}, 1), ({"WORLD_SIZE": "2"}, 2)])
+def test_world_size_reading(environ, size):
+    assert world_size(environ) == size
+    if size == 1:
+        refuse_multi_process_launch(environ=environ)  # no error
+
+
+def test_single_process_under_torchrun_trains(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    result = Trainer(model(), train_config(epochs=1), *loaders(), run_dir=tmp_path).fit()
+    assert result["global_step"] == 5
