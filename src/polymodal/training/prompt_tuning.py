@@ -86,7 +86,10 @@ def _prompts_for(owner: nn.Module, batch: int, like: Tensor) -> Tensor:
 def _extend_mask(mask: Tensor | None, num: int, at: int, real_value: float | bool) -> Tensor | None:
     if mask is None:
         return None
-    fill = torch.full((mask.shape[0], num), real_value, dtype=mask.dtype, device=mask.device)
+    # real_value is always 0 / 1 (True / False): ones_like / zeros_like + expand, not torch.full, whose bool fill
+    # the ONNX tracer cannot export (aten::full alias-analysis assert), so prompt-tuned models export too.
+    like = mask[:, :1]
+    fill = (torch.ones_like(like) if real_value else torch.zeros_like(like)).expand(-1, num)
     return torch.cat([mask[:, :at], fill, mask[:, at:]], dim=1)
 
 
