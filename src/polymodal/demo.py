@@ -15,20 +15,14 @@ from typing import Any
 
 from .config import Config, from_dict
 from .model import atomic_write_text
+from .presets import load_preset
 
 DEFAULT_FUSIONS = ["concat", "sum", "weighted", "gated", "low_rank_tensor", "tensor", "cross_attention", "transformer", "late"]
 QUICK_FUSIONS = ["concat", "gated"]
 
-IMAGE = {"kind": "image", "encoder": "image_cnn", "processor": {"image_size": 16, "channels": 1}}
-AUDIO = {
-    "kind": "audio",
-    # A small transformer over log-mels generalises to an unseen speaker far better than a CNN of the same
-    # cost here (test speaker: ~0.85 vs ~0.40 accuracy).
-    "encoder": "audio_transformer",
-    "options": {"dim": 64, "depth": 2, "heads": 4},
-    # FSDD is recorded at 8 kHz: keep that rate (no resampling), 32 ms windows, 10 ms hops.
-    "processor": {"sample_rate": 8000, "n_fft": 256, "hop_length": 80, "n_mels": 40, "max_seconds": 1.0},
-}
+# The modality specs are data: polymodal/presets/encoders/demo-{image,audio}.yaml (`polymodal list presets`).
+IMAGE = load_preset("encoders", "demo-image")
+AUDIO = load_preset("encoders", "demo-audio")
 
 
 def spoken_digits_config(

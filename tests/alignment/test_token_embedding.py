@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from polymodal.alignment.clip_native import TokenEmbedding
+from polymodal.layers import TokenEmbedding
 
 
 def pair(vocab: int = 50, dim: int = 8) -> tuple[TokenEmbedding, nn.Embedding]:

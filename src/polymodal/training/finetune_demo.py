@@ -24,13 +24,9 @@ from typing import Any
 
 from ..config import Config, from_dict
 from ..model import atomic_write_text
+from ..presets import load_preset
 
-AUDIO = {
-    "kind": "audio",
-    "encoder": "audio_transformer",
-    "options": {"dim": 64, "depth": 2, "heads": 4},
-    "processor": {"max_seconds": 1.0, "n_mels": 40},
-}
+AUDIO = load_preset("encoders", "finetune-demo-audio")  # polymodal/presets/encoders/finetune-demo-audio.yaml
 LORA_TARGETS = ["qkv", "proj", "mlp.0", "mlp.3"]
 STRATEGIES: list[tuple[str, dict[str, Any]]] = [
     ("full", {"default": "full"}),
