@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .config import Config, config_to_dict
+from .jsonable import jsonable as _jsonable
 from .model import MultimodalModel, atomic_write_text
 
 
@@ -45,24 +44,29 @@ def train(
     run_dir: str | Path | None = None,
     verbose: bool = True,
     prepared: tuple[dict[str, Any], dict[str, Any], list[str]] | None = None,
+    epoch_callback=None,
 ) -> dict[str, Any]:
     """Train per ``config``; write the run directory; return a summary with test metrics.
+
+    ``epoch_callback(epoch, row)`` is handed to the Trainer (called after each validation; tune trials report and
+    prune there). Test metrics are computed only when the loaders have a test split: a tune trial passes
+    ``prepared`` without one, so trials never read the test data.
 
     ``prepared`` (the result of :func:`prepare`) lets several runs share processed data; a model ignores batch
     modalities it has no encoder for, so one set of loaders serves unimodal and fused models alike.
 
     The run owns its directory from before the first write to the end (training.run_lock.RunLock: a second
-    run into it raises RunLockedError); a multi-process launch (torchrun, WORLD_SIZE > 1) is refused at once
-    (MultiProcessLaunchError); full-disk write failures raise DiskFullError.
-    """
-    from .training.launch import refuse_multi_process_launch
-    from .training.run_lock import RunLock
-    from .training.write_errors import translate_write_errors
+    run into it raises RunLockedError); full-disk write failures raise DiskFullError.
 
-    refuse_multi_process_launch("polymodal train")
+    Under torchrun (WORLD_SIZE > 1) every process calls this: one model is trained with DDP (see
+    training.distributed; ``data.batch_size`` is per process), rank 0 holds the lock and writes the run
+    directory and the test report; every rank returns the same summary (test metrics on rank 0 only).
+    """
+    from .training.launch import distributed_run
+
     run_dir = Path(run_dir or config.train.out_dir)
-    with RunLock(run_dir), translate_write_errors(run_dir):
-        return _train_locked(config, resume, run_dir, verbose, prepared)
+    with distributed_run(run_dir, config.train.device):
+        return _train_locked(config, resume, run_dir, verbose, prepared, epoch_callback)
 
 
 def _train_locked(
@@ -71,6 +75,7 @@ def _train_locked(
     run_dir: Path,
     verbose: bool,
     prepared: tuple[dict[str, Any], dict[str, Any], list[str]] | None,
+    epoch_callback=None,
 ) -> dict[str, Any]:
     from .training import Trainer, seed_everything
 
@@ -92,8 +97,11 @@ def _train_locked(
         )
     # Frozen encoders (augmentation off): train fusion + head from the on-disk feature cache.
     from .training.cached_training import cached_training_setup
+    from .training.distributed import is_main, main_process_first
 
-    train_model, train_loaders, cache_report = cached_training_setup(model, loaders, config, run_dir, verbose)
+    verbose = verbose and is_main()
+    with main_process_first():  # rank 0 builds the feature cache, the others then read it
+        train_model, train_loaders, cache_report = cached_training_setup(model, loaders, config, run_dir, verbose)
     trainer = Trainer(
         train_model,
         config.train,
@@ -102,6 +110,7 @@ def _train_locked(
         run_dir=run_dir,
         config=config,
         verbose=verbose,
+        epoch_callback=epoch_callback,
     )
     started = time.perf_counter()
     fit = trainer.fit(resume=resume)
@@ -118,6 +127,8 @@ def _train_locked(
         "feature_cache": cache_report,
         "config": config_to_dict(config),
     }
+    if not is_main():  # the test report and metrics.json are rank 0's
+        return summary
     if "test" in loaders and loaders["test"] is not None:
         summary["test"] = evaluate_model(best, loaders["test"], device=trainer.device if hasattr(trainer, "device") else "cpu")
     atomic_write_text(run_dir / "metrics.json", json.dumps(_jsonable(summary), indent=2))
@@ -139,19 +150,3 @@ def _apply_finetune(model: MultimodalModel, config: Config) -> dict[str, Any] | 
     # Per-component total / trainable parameters for metrics.json, with or without a finetune section.
     summary = parameter_summary(model) if finetune is None else apply_finetune(model, finetune)
     return _jsonable(summary.to_dict())
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    if dataclasses.is_dataclass(value):
-        return _jsonable(dataclasses.asdict(value))
-    return value

@@ -26,7 +26,6 @@ other in the contrastive losses and in class-level retrieval, and enable zero-sh
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from ..config import (
     from_dict,
     read_config_file,
 )
+from ..jsonable import jsonable  # re-exported: alignment.demo and tests import it from here
 from ..model import atomic_write_text
 from .model import AlignmentConfig, AlignmentModel
 
@@ -225,16 +225,14 @@ def train_alignment(
 ) -> dict[str, Any]:
     """Train per ``config``; write the run directory (best/, metrics.json with test metrics); return a summary.
 
-    Like ``pipeline.train``: the run owns its directory (RunLockedError for a second run), a multi-process launch
-    is refused (MultiProcessLaunchError), full-disk write failures raise DiskFullError.
+    Like ``pipeline.train``: the run owns its directory (RunLockedError for a second run), full-disk write
+    failures raise DiskFullError; under torchrun one model trains with DDP across the processes (the contrastive
+    losses gather every rank's embeddings), rank 0 writes the run directory and evaluates the test split.
     """
-    from ..training.launch import refuse_multi_process_launch
-    from ..training.run_lock import RunLock
-    from ..training.write_errors import translate_write_errors
+    from ..training.launch import distributed_run
 
-    refuse_multi_process_launch("polymodal train (alignment)")
     run_dir = Path(run_dir or config.train.out_dir)
-    with RunLock(run_dir), translate_write_errors(run_dir):
+    with distributed_run(run_dir, config.train.device):
         return _train_alignment_locked(config, resume, run_dir, verbose, prepared, evaluate_test)
 
 
@@ -247,8 +245,10 @@ def _train_alignment_locked(
     evaluate_test: bool,
 ) -> dict[str, Any]:
     from ..training import Trainer, seed_everything
+    from ..training.distributed import is_main, local_objectives
     from .evaluate import evaluate_alignment
 
+    verbose = verbose and is_main()
     seed_everything(config.train.seed)
     processors, loaders, labels = prepared if prepared is not None else prepare_alignment_data(config)
     model = AlignmentModel(config.model)
@@ -278,30 +278,14 @@ def _train_alignment_locked(
         "class_names": class_names,
         "config": config_to_dict(config),
     }
+    if not is_main():  # the test report and metrics.json are rank 0's
+        return summary
     if evaluate_test and loaders.get("test") is not None:
-        summary["test"] = evaluate_alignment(best, loaders["test"], device=trainer.device, ks=config.eval.ks,
+        with local_objectives():  # rank 0 alone: the loss must not wait for the other ranks' embeddings
+            summary["test"] = evaluate_alignment(best, loaders["test"], device=trainer.device, ks=config.eval.ks,
                                              class_names=class_names, templates=config.eval.templates or None)
     atomic_write_text(run_dir / "metrics.json", json.dumps(jsonable(summary), indent=2, allow_nan=False))
     return summary
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON data: tensors → lists, NaN/inf → None, dataclasses → dicts."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, torch.Tensor):
-        return jsonable(value.tolist())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if hasattr(value, "item") and callable(value.item):
-        return jsonable(value.item())
-    return value
 
 
 __all__ = [

@@ -1,0 +1,84 @@
+"""Load a saved model for evaluation and rebuild the config of the data it was trained on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+
+def is_alignment(model: Any) -> bool:
+    """True for an alignment model (an AlignmentModel, or any model without a classification head)."""
+    return type(model).__name__ == "AlignmentModel" or not hasattr(model, "head")
+
+
+def load_any_model(path: str | Path) -> tuple[Any, Path]:
+    """(model, model_dir): a MultimodalModel or AlignmentModel from a model directory or a run directory (its
+    best/ model), chosen by the ``architecture`` recorded in config.json."""
+    from ...inference import resolve_model_dir
+
+    model_dir = resolve_model_dir(path)
+    payload = json.loads((model_dir / "config.json").read_text())
+    if payload.get("architecture") == "AlignmentModel":
+        from ...alignment import AlignmentModel
+
+        return AlignmentModel.from_pretrained(model_dir), model_dir
+    from ...model import MultimodalModel
+
+    return MultimodalModel.from_pretrained(model_dir), model_dir
+
+
+def run_dir_of(path: Path, model_dir: Path) -> Path | None:
+    """The run directory of ``path`` (itself or the model directory's parent), or None for a bare model."""
+    for candidate in (path, model_dir.parent):
+        if (candidate / "metrics.jsonl").exists() or (candidate / "config.yaml").exists():
+            return candidate
+    return None
+
+
+def run_config(run_dir: Path | None) -> dict[str, Any]:
+    """The run's resolved config (config.yaml / .yml / .json) as a dict ({} without one).
+
+    Raises ValueError naming the file when it cannot be parsed."""
+    if run_dir is None:
+        return {}
+    import yaml
+
+    for name in ("config.yaml", "config.yml", "config.json"):
+        if (run_dir / name).exists():
+            text = (run_dir / name).read_text()
+            try:
+                return (json.loads(text) if name.endswith(".json") else yaml.safe_load(text)) or {}
+            except (json.JSONDecodeError, yaml.YAMLError) as err:
+                raise ValueError(f"{run_dir / name} cannot be parsed: {err}") from err
+    return {}
+
+
+def eval_config_for(model: Any, data_manifest: str | None, split: str, run_config: dict[str, Any] | None = None):
+    """The Config to evaluate a saved model: its modalities + the data it was trained on (or a manifest).
+
+    Raises FileNotFoundError for a missing ``data_manifest`` and ValueError when the model records no data."""
+    from ...config import Config, DataConfig, ModelConfig, from_dict
+
+    data = dict(getattr(model, "data_config", None) or (run_config or {}).get("data") or {})
+    if data_manifest:
+        if not Path(data_manifest).exists():
+            raise FileNotFoundError(f"--data {data_manifest!r} does not exist")
+        data.update({"name": None, "train": None, "val": None, "test": None, split: data_manifest})
+    elif not data:
+        raise ValueError("this model directory does not record its training data: pass --data MANIFEST")
+    config = Config()
+    if is_alignment(model):
+        config.model = ModelConfig(modalities=dict(model.config.modalities))
+        labels = ((run_config or {}).get("model") or {}).get("head", {}).get("labels") or []
+        config.model.head = dataclasses.replace(config.model.head, labels=list(labels))
+    else:
+        config.model = model.config
+    config.data = from_dict(DataConfig, data, "data")
+    if (run_config or {}).get("train", {}).get("seed") is not None:
+        config.train = dataclasses.replace(config.train, seed=int(run_config["train"]["seed"]))
+    return config
+
+
+__all__ = ["eval_config_for", "is_alignment", "load_any_model", "run_config", "run_dir_of"]
