@@ -135,6 +135,9 @@ class TrainConfig:
     out_dir: str = "runs/default"
     # Per sample, drop a whole modality with this probability.
     modality_dropout: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
+    # Where hyperparameters and metrics go (training/trackers.py): jsonl is always on; tensorboard and mlflow need
+    # their packages (a clear error names the missing one).
+    trackers: list[Literal["jsonl", "tensorboard", "mlflow"]] = field(default_factory=lambda: ["jsonl"])
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Metric logs of a run: ``metrics.jsonl`` (one JSON object per row), ``metrics.csv`` and optional TensorBoard;
-and the progress display of a loop (:func:`make_progress`).
+"""Metric logs of a run: ``metrics.jsonl`` (one JSON object per row), ``metrics.csv``, every row forwarded to the
+trackers of ``train.trackers`` (:mod:`.trackers`: TensorBoard / MLflow only when chosen, never because a package
+happens to be installed); and the progress display of a loop (:func:`make_progress`).
 
 Rows are either ``kind="step"`` (train loss / lr every ``log_every`` optimizer steps) or ``kind="epoch"``
 (epoch means and validation metrics). The CSV has the union of all columns seen so far, leading with
@@ -32,22 +33,18 @@ def _clean(value: Any) -> Any:
 
 
 class MetricLogger:
-    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True):
+    """Rows → ``metrics.jsonl`` + ``metrics.csv``, and to each of ``trackers`` (started by the caller, see
+    :func:`.trackers.open_trackers`); :meth:`close` ends the trackers with the run's status and final metrics."""
+
+    def __init__(self, run_dir: str | os.PathLike, trackers: list | tuple = ()):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.run_dir / "metrics.jsonl"
         self.csv_path = self.run_dir / "metrics.csv"
         self.columns: list[str] = []
-        self._writer = self._tensorboard_writer() if tensorboard else None
+        self.trackers = list(trackers)
         if self.jsonl_path.exists():
             self._rewrite_csv(self.read_rows())
-
-    def _tensorboard_writer(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional (pip install polymodal[tracking])
-            return None
-        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
     def read_rows(self) -> list[dict[str, Any]]:
         if not self.jsonl_path.exists():
@@ -73,11 +70,8 @@ class MetricLogger:
         else:
             with open(self.csv_path, "a", newline="") as handle:
                 csv.DictWriter(handle, self.columns).writerow(row)
-        if self._writer is not None:
-            prefix = "train_step" if row.get("kind") == "step" else "epoch"
-            for key, value in row.items():
-                if key not in LEADING_COLUMNS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._writer.add_scalar(f"{prefix}/{key}", value, global_step=row.get("step", 0))
+        for tracker in self.trackers:
+            tracker.log(row)
 
     def truncate_after(self, step: int, epoch: int) -> None:
         """On resume: drop rows written after the checkpoint (they will be produced again)."""
@@ -104,10 +98,21 @@ class MetricLogger:
             writer.writerows(rows)
         os.replace(tmp, self.csv_path)
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def close(self, error: BaseException | None = None, summary: dict[str, Any] | None = None) -> None:
+        """End the trackers: status from ``error`` / ``summary`` (see :func:`.trackers.run_status`), final
+        metrics from ``summary`` (a Trainer summary). Every tracker is closed even when one fails to finish."""
+        from .trackers import final_metrics, run_status
+
+        trackers, self.trackers = self.trackers, []
+        try:
+            if summary is not None:
+                status = run_status(error, finished=bool(summary.get("finished")))
+                metrics = final_metrics(summary)
+                for tracker in trackers:
+                    tracker.finish(status, metrics)
+        finally:
+            for tracker in trackers:
+                tracker.close()
 
 
 # ---------------------------------------------------------------------------------------------- progress
