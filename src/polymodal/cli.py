@@ -1,4 +1,5 @@
-"""The `polymodal` command line: demo, train, eval, predict, list, export-data, retrieve, bench.
+"""The `polymodal` command line: demo, train, eval, predict, list, export-data, retrieve, bench, serve,
+export, compress, explain.
 
 Errors: an expected error (any :class:`~polymodal.errors.PolymodalError`, and the ValueError / OSError / KeyError a
 bad input raises) is printed as ONE line, ``polymodal VERB: error: <cause>``, exit status 2 (or the error's own
@@ -98,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The main job on the built-in data set: trains image-only, audio-only and several fusion models "
         "on spoken digits, evaluates them on the held-out test split and prints a comparison table "
         "(also written as JSON + Markdown to --out). --task align / finetune run the alignment and "
-        "fine-tuning comparisons instead.",
+        "fine-tuning comparisons instead; --task tune a small hyperparameter study (needs optuna).",
     )
-    demo.add_argument("--task", choices=["classify", "align", "finetune"], default="classify")
+    demo.add_argument("--task", choices=["classify", "align", "finetune", "tune"], default="classify")
     demo.add_argument("--out", default="polymodal_out/demo", help="output directory (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="a reduced run (seconds): fewer epochs, samples, fusions")
     demo.add_argument("--fusions", default=None, help="comma-separated fusion names to compare (default: a selection)")
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--finetune", default=None, metavar="STRATEGY",
                        help="shorthand for --set finetune.default=STRATEGY (full, frozen, linear_probe, lora, "
                        "loha, lokr, ia3, prompt; `polymodal list finetune` describes them)")
+    train.add_argument("--nproc", type=_at_least(1), default=None, metavar="N",
+                       help="train one model on N processes of this machine (launches torchrun; data.batch_size is "
+                       "per process, see docs/DISTRIBUTED.md)")
 
     ev = sub.add_parser(
         "eval",
@@ -159,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
         "zero-shot label for image / audio inputs: the closest of the class names saved with it (--classes to "
         "choose others).",
     )
-    pred.add_argument("model", help="model directory (or run directory)")
+    pred.add_argument("model", help="model directory (or run directory); with --backend onnx an export directory")
+    pred.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                      help="torch: the saved model; onnx: an export of `polymodal export` / `compress --method int8`, "
+                      "run with onnxruntime (default: %(default)s)")
     pred.add_argument("--image", default=None, help="image file")
     pred.add_argument("--audio", default=None, help="audio file")
     pred.add_argument("--text", default=None, help="text string")
@@ -173,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "'a handwritten {}' (repeatable; default: those saved with the model)")
     _add_processor_overrides(pred)
 
-    lst = sub.add_parser("list", help="list registered encoders, fusions, heads, objectives, data sets and "
-                         "fine-tuning strategies")
-    lst.add_argument("kind", nargs="?", choices=["encoders", "fusions", "heads", "objectives", "datasets", "finetune"])
+    lst = sub.add_parser("list", help="list registered encoders, fusions, connectors, heads, objectives, data sets, "
+                         "fine-tuning strategies and presets")
+    lst.add_argument("kind", nargs="?", choices=["encoders", "fusions", "connectors", "heads", "objectives", "datasets",
+                                                 "finetune", "presets"])
 
     exp = sub.add_parser(
         "export-data",
@@ -196,6 +204,25 @@ def build_parser() -> argparse.ArgumentParser:
     from .alignment.cli import add_retrieve_parser  # the `retrieve` verb lives with the alignment code
 
     add_retrieve_parser(sub, positive=_at_least(1))
+    from .inference.serve.cli import add_serve_parser  # the `serve` verb lives with the server code
+
+    add_serve_parser(sub, positive=_at_least(1))
+    # the `tune` verb lives with the search code (optuna is imported on use)
+    from .tune.cli import add_tune_parser
+
+    add_tune_parser(sub, positive=_at_least(1))
+    from .inference.export.cli import add_compress_parser, add_export_parser  # with the export code
+
+    add_export_parser(sub, positive=_at_least(1))
+    add_compress_parser(sub, positive=_at_least(1))
+    from .explain.cli import add_explain_parser  # the `explain` verb lives with the explanation code
+
+    add_explain_parser(sub, positive=_at_least(1))
+    runs = sub.add_parser("runs", help="list past runs under a directory (config hash, task, metrics, time)",
+                          description="List the run directories under DIR (default: .) as a table: task, config "
+                          "hash, status, best validation metric, test accuracy, epochs, start and duration.")
+    runs.add_argument("dir", nargs="?", default=".", help="folder to search (default: the current one)")
+    runs.add_argument("--json", action="store_true", help="print JSON rows")
     return parser
 
 

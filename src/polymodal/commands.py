@@ -36,6 +36,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .alignment.demo import run_alignment_demo
 
         run_alignment_demo(args.out, quick=args.quick, epochs=args.epochs, seed=args.seed)
+    elif args.task == "tune":
+        from .tune.demo import run_tune_demo
+
+        run_tune_demo(args.out, quick=args.quick, epochs=args.epochs, seed=args.seed)
     else:
         from .training.finetune_demo import run_finetune_demo
 
@@ -43,9 +47,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_args(args: argparse.Namespace) -> list[str]:
+    """The `polymodal train` arguments of ``args`` without --nproc (what each torchrun process receives)."""
+    argv = [args.config, *[f"--set={item}" for item in args.overrides]]
+    argv += [f"--out={args.out}"] if args.out else []
+    argv += ["--resume"] if args.resume else []
+    argv += [f"--finetune={args.finetune}"] if getattr(args, "finetune", None) else []
+    return argv + (["--debug"] if getattr(args, "debug", False) else [])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .evaluation.classification import format_report_table
     from .pipeline import train
+    from .training.launch import launch_rank, launch_torchrun
+
+    if getattr(args, "nproc", None):  # one model on N local processes: torchrun runs this command N times
+        return launch_torchrun(args.nproc, _train_args(args))
+    main_rank = launch_rank() == 0  # under torchrun only rank 0 prints the run's summary
 
     overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
     from .alignment.recipe import is_alignment_config, load_alignment_config, train_alignment
@@ -56,7 +74,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--finetune {args.finetune}: {args.config} is an alignment config (its model names "
                               "objectives); fine-tuning strategies apply to classifiers (a model with a head)")
         summary = train_alignment(load_alignment_config(args.config, overrides), resume=args.resume)
-        print(f"run directory: {summary['run_dir']} (best model: {summary['model_dir']})")
+        if main_rank:
+            print(f"run directory: {summary['run_dir']} (best model: {summary['model_dir']})")
         return 0
     if getattr(args, "finetune", None):
         overrides.append(f"finetune.default={args.finetune}")
@@ -64,7 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train(config, resume=args.resume)
     if "test" in summary:
         print(format_report_table(summary["test"]))
-    print(f"run directory: {summary['run_dir']} (best model: {summary['model_dir']})")
+    if main_rank:
+        print(f"run directory: {summary['run_dir']} (best model: {summary['model_dir']})")
     return 0
 
 
@@ -132,9 +152,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import Predictor
-
+def sample_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """{modality: raw input} from --image / --audio / --text / --input NAME=VALUE (predict, explain)."""
     sample = {name: value for name, value in (("image", args.image), ("audio", args.audio), ("text", args.text)) if value}
     for item in args.input:
         if "=" not in item:
@@ -143,13 +162,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
         sample[name] = value
     if not sample:
         raise ValueError("give at least one input: --image FILE, --audio FILE, --text STRING or --input NAME=VALUE")
+    return sample
+
+
+def _check_backend(model: str, backend: str) -> None:
+    """Say which --backend a folder needs instead of "not a model directory" / "manifest.json not found"."""
+    is_export = (Path(model) / "manifest.json").is_file()
+    if backend == "torch" and is_export:
+        raise ValueError(f"{model} is an ONNX export, not a model directory: add --backend onnx")
+    if backend == "onnx" and not is_export and any((Path(model) / sub / "model.safetensors").is_file()
+                                                   for sub in (".", "best", "model")):
+        raise ValueError(f"{model} is a model (or run) directory, not an ONNX export: export it first, "
+                         f"polymodal export {model} --format onnx --out DIR, or drop --backend onnx")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    sample = sample_from_args(args)
+    if getattr(args, "backend", "torch") == "onnx":  # an export directory, run by onnxruntime
+        from .inference.export import OnnxPredictor as predictor_class
+    else:
+        from .inference import Predictor as predictor_class
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if getattr(args, "classes", None) else None
     if getattr(args, "classes", None) is not None and not classes:
         raise ValueError("--classes needs at least one class name, e.g. --classes cat,dog")
-    predictor = Predictor(args.model, overrides=list(getattr(args, "overrides", None) or []), classnames=classes,
-                          templates=list(getattr(args, "template", None) or []) or None)
+    _check_backend(args.model, getattr(args, "backend", "torch"))
+    predictor = predictor_class(args.model, overrides=list(getattr(args, "overrides", None) or []),
+                                classnames=classes, templates=list(getattr(args, "template", None) or []) or None)
     if (classes or getattr(args, "template", None)) and not predictor.is_alignment:
         raise ValueError("--classes / --template apply to alignment models (zero-shot); this model is a classifier "
                          f"with the labels it was trained on ({', '.join(predictor.labels[:5])}, ...)")
@@ -166,12 +206,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import components
-    from .registry import DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
+    from .presets import describe_presets
+    from .registry import CONNECTORS, DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
     from .training.finetune import STRATEGY_DESCRIPTIONS
 
-    components.load_all()
-    registries = {"encoders": ENCODERS, "fusions": FUSIONS, "heads": HEADS, "objectives": OBJECTIVES, "datasets": DATASETS}
+    # each registry imports the package that fills it on first read (registry.py): no load_all needed
+    registries = {"encoders": ENCODERS, "fusions": FUSIONS, "connectors": CONNECTORS, "heads": HEADS,
+                  "objectives": OBJECTIVES, "datasets": DATASETS}
     for kind, registry in registries.items():
         if args.kind and args.kind != kind:
             continue
@@ -182,6 +223,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("finetune (--finetune STRATEGY, finetune.default / finetune.encoders.<modality>):")
         for name, description in STRATEGY_DESCRIPTIONS.items():
             print(f"  {name:22s} {description}")
+    if args.kind in (None, "presets"):
+        print("presets (YAML files under polymodal/presets/<kind>/; CLIP: encoder option preset=NAME):")
+        rows = [(f"{kind}/{name}", text) for kind, presets in describe_presets().items() for name, text in presets.items()]
+        width = max([22, *(len(label) for label, _ in rows)])
+        for label, description in rows:
+            print(f"  {label:{width}s} {description}")
     return 0
 
 
@@ -198,3 +245,41 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     from .alignment.cli import cmd_retrieve as run
 
     return run(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .inference.serve.cli import cmd_serve as run
+
+    return run(args)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune.cli import cmd_tune as run
+
+    return run(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .inference.export.cli import cmd_export as run
+
+    return run(args)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .inference.export.cli import cmd_compress as run
+
+    return run(args)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain.cli import cmd_explain as run
+
+    return run(args)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .training.run_index import format_runs, list_runs
+
+    rows = list_runs(args.dir)
+    print(json.dumps(rows, indent=2) if args.json else format_runs(rows))
+    return 0
