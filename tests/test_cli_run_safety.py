@@ -102,12 +102,17 @@ def test_progress_false_prints_epoch_summaries(in_tmp, capsys):
     assert [line.split("  ")[0] for line in out.splitlines() if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
 
 
-def test_torchrun_with_two_processes_is_refused(in_tmp, capsys, monkeypatch):
+def test_world_size_without_torchrun_rendezvous_is_refused(in_tmp, capsys, monkeypatch):
+    """WORLD_SIZE=2 set by hand (no MASTER_ADDR / MASTER_PORT / LOCAL_RANK): one line, nothing written. Real
+    multi-process training under torchrun: tests/training/distributed/."""
     config = write_run(in_tmp)
+    for key in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert main(["train", str(config)]) == 2
-    one_line_error(capsys.readouterr().err, "torchrun: WORLD_SIZE=2, this is rank 1", "Run one process")
+    one_line_error(capsys.readouterr().err, "WORLD_SIZE=2 but LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set",
+                   "torchrun --nproc_per_node=N -m polymodal train CONFIG")
     assert not (in_tmp / "run").exists()
 
 

@@ -1,5 +1,6 @@
-"""Multi-process launches (torchrun, WORLD_SIZE > 1) are refused at once by every training entry point, on every
-rank, before anything is written; a single process (no WORLD_SIZE, or WORLD_SIZE=1) trains as usual."""
+"""Launch checks: WORLD_SIZE > 1 without torchrun's rendezvous variables is refused at once by every training entry
+point, before anything is written; paths with no distributed version refuse any multi-process launch; a single
+process (no WORLD_SIZE, or WORLD_SIZE=1) trains as usual. Real multi-process training: tests/training/distributed/."""
 
 from __future__ import annotations
 
@@ -11,22 +12,35 @@ from polymodal.config import Config
 from polymodal.errors import PolymodalError
 from polymodal.pipeline import train
 from polymodal.training import Trainer
+from polymodal.training.distributed import DistributedSetupError
 from polymodal.training.launch import MultiProcessLaunchError, refuse_multi_process_launch, world_size
 
 
 @pytest.mark.parametrize("rank", ["0", "1", "3"])
-def test_every_rank_is_refused_by_every_entry_point(tmp_path, monkeypatch, rank):
+def test_world_size_without_torchrun_rendezvous_is_refused_by_every_entry_point(tmp_path, monkeypatch, rank):
+    """WORLD_SIZE > 1 without torchrun's MASTER_ADDR / MASTER_PORT / LOCAL_RANK cannot form one job: every entry
+    point says so in one line, before anything is written (multi-process training itself: distributed/)."""
+    for key in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", rank)
-    expected = rf"started by a multi-process launcher \(torchrun: WORLD_SIZE=4, this is rank {rank}\)"
-    with pytest.raises(MultiProcessLaunchError, match=expected) as caught:
+    expected = r"WORLD_SIZE=4 but LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set: start multi-process training with torchrun"
+    with pytest.raises(DistributedSetupError, match=expected) as caught:
         Trainer(model(), train_config(), *loaders(), run_dir=tmp_path / "trainer")
     assert isinstance(caught.value, PolymodalError) and "\n" not in str(caught.value)
-    with pytest.raises(MultiProcessLaunchError, match=expected):
+    with pytest.raises(DistributedSetupError, match=expected):
         train(Config(), run_dir=tmp_path / "pipeline")
-    with pytest.raises(MultiProcessLaunchError, match=expected):
+    with pytest.raises(DistributedSetupError, match=expected):
         train_alignment(AlignmentRunConfig(), run_dir=tmp_path / "alignment")
     assert list(tmp_path.iterdir()) == []  # refused before any directory was made
+
+
+def test_paths_without_a_distributed_version_still_refuse(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(MultiProcessLaunchError, match=r"polymodal demo was started by a multi-process launcher "
+                                                      r"\(torchrun: WORLD_SIZE=2, this is rank 1\)"):
+        refuse_multi_process_launch("polymodal demo")
 
 
 @pytest.mark.parametrize("environ,size", [({}, 1), ({"WORLD_SIZE": "1"}, 1), ({"WORLD_SIZE": ""}, 1),

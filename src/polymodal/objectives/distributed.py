@@ -17,14 +17,30 @@ sizes are exchanged first and tensors are padded to the largest size for the col
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+_LOCAL_ONLY = [False]  # set by local_only(): rank-0 validation under torchrun must not gather
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Inside the block the losses act as one process (no gather), whatever torch.distributed says; used by the
+    Trainer's rank-0-only validation, where the other ranks are not running the same batches."""
+    previous, _LOCAL_ONLY[0] = _LOCAL_ONLY[0], True
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY[0] = previous
+
 
 def world_info() -> tuple[int, int]:
-    """(rank, world_size); (0, 1) when torch.distributed is not initialised."""
-    if dist.is_available() and dist.is_initialized():
+    """(rank, world_size); (0, 1) when torch.distributed is not initialised (or inside :func:`local_only`)."""
+    if not _LOCAL_ONLY[0] and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 

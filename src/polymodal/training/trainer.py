@@ -7,6 +7,11 @@ give the same weights and the same loss curve. Three things make that hold:
     epoch starts at the first batch not yet consumed;
   - every RNG the step draws from (torch, python, numpy, modality dropout) is saved with the checkpoint;
   - checkpoints are only written on optimizer-step boundaries, with the optimizer / scheduler / scaler state.
+
+Under torchrun (WORLD_SIZE > 1, see :mod:`.distributed`) the same loop trains one model on every rank: the
+forward runs through DistributedDataParallel, each rank reads its shard of the (seed, epoch) order, losses are
+summed over ranks for the logs, validation runs on rank 0 and is broadcast, and only rank 0 writes the run
+directory (lock, logs, checkpoints, best/). Every rank restores the same checkpoint on resume.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from ..config import ConfigError, TrainConfig, save_config
 from ..threads import apply_thread_policy
+from . import distributed as dist_utils
 from .accumulation import share_of_step, step_micro_batches
 from .checkpoint import (
     is_complete_checkpoint,
@@ -36,13 +42,13 @@ from .checkpoint import (
     save_model_weights,
 )
 from .interrupt import StopSignals
-from .launch import refuse_multi_process_launch
 from .logging import MetricLogger, make_progress
 from .modality_dropout import ModalityDropout
 from .optim import build_optimizer, build_scheduler
 from .reproducibility import configure_determinism, make_resumable_loader
 from .run_guards import RunGuards, TrainingDivergedError  # noqa: F401 (its historic home: re-exported)
 from .run_lock import RunLock
+from .trackers import open_trackers, resolve_trackers
 from .write_errors import translate_write_errors
 
 EvaluateFn = Callable[[nn.Module, DataLoader, torch.device], dict[str, float]]
@@ -108,22 +114,35 @@ class Trainer(RunGuards):
         config: Any = None,
         evaluate_fn: EvaluateFn | None = None,
         verbose: bool = True,
+        epoch_callback: Callable[[int, dict[str, Any]], None] | None = None,
     ):
-        refuse_multi_process_launch("training")  # no DDP yet: N processes would train N copies into one run_dir
+        dist_utils.init_distributed(train_config.device)  # torchrun: join the group (no-op for one process)
+        self.distributed = dist_utils.is_initialized()
+        self.is_main = dist_utils.is_main()
         self.cfg = train_config
         self.verbose = verbose
+        # Called with (epoch, epoch row) after each validation, on every rank; it may raise to end the run (a tune
+        # trial's pruning raises a PolymodalError whose tracker_status is "pruned").
+        self.epoch_callback = epoch_callback
+        resolve_trackers(train_config.trackers)  # a chosen tracker whose package is missing: refused before any work
         self._stop: StopSignals | None = None  # set while fit() runs
         self._probe_batch = None  # the last training batch: re-run before saving, to check the outputs
         self._healthy_step: int | None = None
         if self.cfg.grad_accum < 1:
             raise ConfigError(f"train.grad_accum must be >= 1, got {self.cfg.grad_accum}")
-        self.device = resolve_device(self.cfg.device)
+        self.device = dist_utils.device_for_rank(resolve_device(self.cfg.device))
         self.model = model.to(self.device)
+        # forward_model runs training forwards: DDP averages gradients over ranks (and broadcasts rank 0's initial
+        # weights); self.model stays the plain module for evaluation, saving and the guards.
+        self.forward_model = self._wrap_ddp(self.model) if self.distributed else self.model
         self.run_dir = Path(run_dir or self.cfg.out_dir)
         self.config = config
         self.evaluate_fn = evaluate_fn
         self.val_loader = val_loader
-        self.train_loader, self.sampler = make_resumable_loader(train_loader, self.cfg.seed)
+        if self.distributed:
+            self.train_loader, self.sampler = dist_utils.distributed_train_loader(train_loader, self.cfg.seed)
+        else:
+            self.train_loader, self.sampler = make_resumable_loader(train_loader, self.cfg.seed)
         # Fixed here: len(loader) shrinks while a resumed epoch's sampler starts part-way through.
         self.batches_per_epoch = len(self.train_loader)
         if self.batches_per_epoch == 0:
@@ -146,6 +165,16 @@ class Trainer(RunGuards):
         self.state = self._fresh_state()
 
     # ------------------------------------------------------------------------------------------ setup
+
+    def _wrap_ddp(self, model: nn.Module) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ConfigError("multi-process training: the model has no trainable parameter")
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # find_unused_parameters: a batch may leave an encoder unused (absent modality, modality dropout, an
+        # objective that skips a tower); DDP would otherwise wait for its gradient forever.
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
     def _autocast_dtype(self) -> torch.dtype | None:
         precision = self.cfg.precision
@@ -200,7 +229,8 @@ class Trainer(RunGuards):
         TrainingInterrupted (SIGINT / SIGTERM: the step in progress is finished and a resumable checkpoint
         written first; a second signal stops at once).
         """
-        with RunLock(self.run_dir), translate_write_errors(self.run_dir, self._kept_note), StopSignals() as stop:
+        lock = RunLock(self.run_dir) if self.is_main else contextlib.nullcontext()  # rank 0 owns run_dir
+        with lock, translate_write_errors(self.run_dir, self._kept_note), StopSignals() as stop:
             self._stop = stop
             try:
                 return self._fit(resume, stop_after_steps)
@@ -211,19 +241,26 @@ class Trainer(RunGuards):
 
     def _fit(self, resume: bool, stop_after_steps: int | None) -> dict[str, Any]:
         configure_determinism(self.cfg.deterministic)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
-        else:
+        elif self.is_main:
             self._clear_previous_run()
             if self.config is not None:
                 save_config(self.config, self.run_dir / "config.yaml")
-        self.logger = MetricLogger(self.run_dir)
+        dist_utils.barrier()  # the other ranks start once rank 0 has cleared / recovered the directory
+        self.logger = (
+            MetricLogger(self.run_dir, open_trackers(self.cfg.trackers, self.run_dir, self.config or self.cfg, resume,
+                                                     self.state["global_step"]))
+            if self.is_main else _NullLogger()
+        )
         if resume:
             self.logger.truncate_after(self.state["global_step"], self.state["epoch"])
         self._steps_this_call = 0
         apply_thread_policy(self.model)  # intra-op threads by model size, when the CLI's policy is on
         self.model.train()
+        error: BaseException | None = None  # how the run ended, for the trackers
         try:
             while not self.state["finished"]:
                 epoch = self.state["epoch"]
@@ -245,8 +282,11 @@ class Trainer(RunGuards):
                 self._save_checkpoint()
                 if self._stop_requested() and not self.state["finished"]:
                     raise self._interrupted(self._stop.requested, saved=True)
+        except BaseException as err:
+            error = err
+            raise
         finally:
-            self.logger.close()
+            self.logger.close(error, {**self.summary(), "finished": self.state["finished"]})
         return self.summary()
 
     def _run_epoch(self, batches, stop_after_steps: int | None) -> str | None:
@@ -266,15 +306,18 @@ class Trainer(RunGuards):
         )
         for micro in micro_batches:
             batch = micro.batch.to(self.device)
-            with self.autocast():
-                output = self.model(batch)
-            loss = output.loss
-            if loss is None:
-                raise ValueError("the model returned no loss for a training batch: does the data have labels?")
-            self._check_finite(loss, "loss", batch)
             group = min(cfg.grad_accum, self.batches_per_epoch - (state["batches_done"] - pending))
-            share = share_of_step(output, micro, len(batch))  # Σ over the step's micro-batches = the step loss
-            self.scaler.scale(share).backward()
+            # DDP: all-reduce gradients once per optimizer step, on its last micro-batch.
+            defer_sync = self.distributed and pending + 1 < group
+            with self.forward_model.no_sync() if defer_sync else contextlib.nullcontext():
+                with self.autocast():
+                    output = self.forward_model(batch)
+                loss = output.loss
+                if loss is None:
+                    raise ValueError("the model returned no loss for a training batch: does the data have labels?")
+                self._check_finite(loss, "loss", batch)
+                share = share_of_step(output, micro, len(batch))  # Σ over the step's micro-batches = the step loss
+                self.scaler.scale(share).backward()
             pending += 1
             state["batches_done"] += 1
             # Σ share · step samples over an epoch / its samples = the sample-weighted mean of the step losses.
@@ -319,15 +362,56 @@ class Trainer(RunGuards):
         self.optimizer.zero_grad(set_to_none=True)
         state["global_step"] += 1
         if self.cfg.log_every and state["global_step"] % self.cfg.log_every == 0:
+            loss_sum, loss_count = self._epoch_loss_totals()
             self.logger.log(
                 {
                     "kind": "step",
                     "epoch": state["epoch"],
                     "step": state["global_step"],
-                    "loss": state["epoch_loss_sum"] / max(1, state["epoch_loss_count"]),
+                    "loss": loss_sum / max(1, loss_count),
                     "lr": self.scheduler.get_last_lr()[0],
                 }
             )
+
+    def _epoch_loss_totals(self) -> tuple[float, float]:
+        """(Σ sample-weighted loss, samples) of the epoch so far, over every rank (a collective under DDP)."""
+        total = [self.state["epoch_loss_sum"], float(self.state["epoch_loss_count"])]
+        loss_sum, count = dist_utils.all_reduce_sum(total) if self.distributed else total
+        return loss_sum, count
+
+    def _unique_samples(self, count: float) -> int:
+        """Samples of the split this epoch has trained on. Under DDP every rank consumed c of its positions, i.e.
+        global positions [0, c·W) of the padded order, of which those past the split's n are padding repeats."""
+        if isinstance(self.sampler, dist_utils.DistributedEpochSampler):
+            return int(min(count, self.sampler.dataset_size))
+        return int(count)
+
+    def _stop_requested(self) -> bool:
+        """A signal on any rank stops every rank at the same optimizer step (one tiny all-reduce per step)."""
+        if not self.distributed:
+            return super()._stop_requested()
+        local = self._stop.requested if self._stop is not None else None
+        signum = int(dist_utils.all_reduce_max([float(local or 0)])[0])
+        if signum and self._stop is not None and self._stop.requested is None:
+            self._stop.requested = signum  # report the signal another rank received
+        return bool(signum)
+
+    def _evaluate(self) -> dict[str, float]:
+        """Validation metrics over exactly the split's N samples: rank 0 evaluates the whole split (no shard
+        padding, contrastive losses local) and broadcasts, so every rank sees the single-process numbers."""
+        evaluate = self.evaluate_fn or (lambda m, loader, d: default_evaluate(m, loader, d, self.autocast))
+        if not self.distributed:
+            return evaluate(self.model, self.val_loader, self.device)
+        metrics = None
+        if self.is_main:
+            with dist_utils.local_objectives():
+                metrics = evaluate(self.model, self.val_loader, self.device)
+        return dist_utils.broadcast_object(metrics)
+
+    def _assert_healthy(self) -> None:
+        # Each rank probes its own last batch: contrastive losses must not gather across ranks here.
+        with dist_utils.local_objectives():
+            super()._assert_healthy()
 
     @property
     def _trainable(self) -> list[nn.Parameter]:
@@ -335,16 +419,19 @@ class Trainer(RunGuards):
 
     def _end_epoch(self) -> None:
         state, started = self.state, time.perf_counter()
+        loss_sum, loss_count = self._epoch_loss_totals()
         row: dict[str, Any] = {
             "kind": "epoch",
             "epoch": state["epoch"],
             "step": state["global_step"],
-            "train_loss": state["epoch_loss_sum"] / max(1, state["epoch_loss_count"]),
+            "train_loss": loss_sum / max(1, loss_count),
+            "train_samples": self._unique_samples(loss_count),
             "lr": self.scheduler.get_last_lr()[0],
         }
+        if self.distributed:
+            row["world_size"] = dist_utils.world_size()
         if self.val_loader is not None:
-            evaluate = self.evaluate_fn or (lambda m, loader, d: default_evaluate(m, loader, d, self.autocast))
-            metrics = evaluate(self.model, self.val_loader, self.device)
+            metrics = self._evaluate()
             self.model.train()
             row.update({f"val_{key}": float(value) for key, value in metrics.items() if value is not None})
             row["val_seconds"] = time.perf_counter() - started
@@ -358,13 +445,14 @@ class Trainer(RunGuards):
         improved = best is None or (value > best if self.monitor_mode == "max" else value < best)
         if improved:
             state["best_metric"], state["best_epoch"], state["bad_epochs"] = value, state["epoch"], 0
-            save_model_weights(self.model, self.best_dir)
+            if self.is_main:
+                save_model_weights(self.model, self.best_dir)
         else:
             state["bad_epochs"] += 1
         row["best"] = improved
         self.logger.log(row)
         state["history"].append(row)
-        if self.verbose:  # run reporting, not progress display: printed whatever train.progress says
+        if self.verbose and self.is_main:  # run reporting, not progress display: printed whatever train.progress says
             shown = {k: v for k, v in row.items() if k.startswith(("train_loss", "val_")) and k != "val_seconds"}
             text = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
             print(f"epoch {state['epoch'] + 1}/{self.max_epochs}  {text}{'  *' if improved else ''}", flush=True)
@@ -376,18 +464,25 @@ class Trainer(RunGuards):
         state["finished"] = (
             state["stopped_early"] or state["global_step"] >= self.total_steps or state["epoch"] >= self.max_epochs
         )
+        if self.epoch_callback is not None:
+            self.epoch_callback(row["epoch"], dict(row))
 
     def _progress(self, total: int, epoch: int):
-        return make_progress(total, f"epoch {epoch + 1}/{self.max_epochs}", enabled=self.cfg.progress)
+        return make_progress(total, f"epoch {epoch + 1}/{self.max_epochs}", enabled=self.cfg.progress and self.is_main)
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def _save_checkpoint(self) -> None:
         self._assert_healthy()  # the kept checkpoint is always one whose weights and outputs are finite
         state = dict(self.state)
+        if self.distributed:  # rank 0 writes the epoch's loss totals over all ranks (see _resume)
+            state["epoch_loss_sum"], state["epoch_loss_count"] = self._epoch_loss_totals()
         if self.modality_dropout is not None:
             state["modality_dropout_rng"] = self.modality_dropout.state_dict()["generator"].tolist()
-        save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.scaler, state)
+        if self.is_main:
+            # DDP keeps the ranks' weights, optimizer and RNG identical, so rank 0's state is every rank's.
+            save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.scaler, state)
+        dist_utils.barrier()  # nobody moves on (or exits) before the checkpoint is complete
 
     def _clear_previous_run(self) -> None:
         """A fresh run in a used directory starts a new log; old checkpoints, best model and results would
@@ -399,7 +494,9 @@ class Trainer(RunGuards):
                 shutil.rmtree(directory)
 
     def _resume(self) -> None:
-        recover_directory(self.checkpoint_dir, is_complete_checkpoint)
+        if self.is_main:
+            recover_directory(self.checkpoint_dir, is_complete_checkpoint)
+        dist_utils.barrier()
         if not is_complete_checkpoint(self.checkpoint_dir):
             raise FileNotFoundError(
                 f"cannot resume: no complete checkpoint in {self.checkpoint_dir} (start without --resume)"
@@ -410,6 +507,8 @@ class Trainer(RunGuards):
             self.modality_dropout.load_state_dict({"generator": torch.tensor(rng, dtype=torch.uint8)})
         state.pop("rng", None)
         state.pop("format_version", None)
+        if not self.is_main:  # the saved loss totals are all ranks': count them once (on rank 0)
+            state["epoch_loss_sum"], state["epoch_loss_count"] = 0.0, 0
         self.state = {**self._fresh_state(), **state}
 
     # ------------------------------------------------------------------------------------------ result
@@ -428,3 +527,16 @@ class Trainer(RunGuards):
             "interrupted": interrupted,
             "history": state["history"],
         }
+
+
+class _NullLogger:
+    """The metric logger of ranks other than 0: they compute the same rows but never write them."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def truncate_after(self, step: int, epoch: int) -> None:
+        pass
+
+    def close(self, error: BaseException | None = None, summary: dict[str, Any] | None = None) -> None:
+        pass

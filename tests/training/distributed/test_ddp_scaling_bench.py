@@ -1,0 +1,25 @@
+"""benchmarks/ddp_scaling.py --quick runs both workloads on 1 and 2 gloo processes and reports positive rates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "ddp_scaling.py"
+
+
+@pytest.mark.slow
+def test_quick_scaling_run_measures_every_workload_and_world_size(tmp_path):
+    out = tmp_path / "scaling.md"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(row["workload"], row["processes"]) for row in rows] == [("demo", 1), ("demo", 2), ("clip", 1), ("clip", 2)]
+    assert all(row["samples_per_s"] > 0 and row["backend"] == "gloo" for row in rows)
+    assert "| clip | 2 | gloo | 4 | 2 × 1 |" in out.read_text()
