@@ -36,6 +36,8 @@ def test_demo_quick_writes_table_and_results(tmp_path, capsys):
     for row in results["rows"]:
         assert 0.0 <= row["test_accuracy"] <= 1.0 and row["params"] > 0 and row["train_seconds"] > 0
     assert (out / "results.md").read_text().count("\n|") >= 4
+    best = out / "runs" / "image_audio_concat" / "best"  # the only fused model: the one to serve
+    assert f"polymodal serve {best}" in printed and f"polymodal export {best} --format onnx" in printed
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,8 @@ def run_classification_demo(
     print()
     print(verdict)
     print(f"wall time {wall:.0f}s; results in {out}/results.json and results.md")
+    best_dir = details[best_fused["model"]]["model_dir"]
+    print(next_steps(best_dir))
     result = {"task": "classify", "quick": quick, "epochs": epochs, "seed": seed, "rows": rows,
               "verdict": verdict, "wall_seconds": wall, "runs": details}
     atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
@@ -115,6 +117,16 @@ def run_classification_demo(
         f"seed {seed}.\n\n{table}\n\n{verdict}\n\nWall time: {wall:.0f} s.\n",
     )
     return result
+
+
+def next_steps(model_dir: str) -> str:
+    """What to do with the best fused model: try it, serve it, export it (printed after the table)."""
+    return (
+        f"\nnext: try the best fused model on files, serve it over HTTP (page + API), or export it to ONNX:\n"
+        f"  polymodal predict {model_dir} --image DIGIT.png --audio DIGIT.wav\n"
+        f"  polymodal serve {model_dir}        # http://127.0.0.1:8000 (needs polymodal[serve])\n"
+        f"  polymodal export {model_dir} --format onnx --out {model_dir}_onnx"
+    )
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
