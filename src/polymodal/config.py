@@ -68,6 +68,23 @@ class ModalityConfig:
     processor: dict[str, Any] = field(default_factory=dict)  # processor options, validated by the processor
 
 
+# What ``encoder: auto`` means: the tiny from-scratch preset of each kind, or the Hugging Face encoder when
+# ``pretrained`` is set. Data of the config layer, so a config's encoder can be named without importing encoders.
+DEFAULT_PRESETS = {"image": "image_cnn", "audio": "audio_cnn", "text": "text_transformer"}
+HF_ENCODER = "hf"
+
+
+def resolve_encoder_name(cfg: ModalityConfig) -> str:
+    """The encoder registry name ``cfg`` asks for ("auto" resolved). Raises ConfigError for an unknown kind."""
+    if cfg.encoder != "auto":
+        return cfg.encoder
+    if cfg.pretrained:
+        return HF_ENCODER
+    if cfg.kind not in DEFAULT_PRESETS:
+        raise ConfigError(f"unknown modality kind {cfg.kind!r}; expected one of {sorted(DEFAULT_PRESETS)}")
+    return DEFAULT_PRESETS[cfg.kind]
+
+
 @dataclass
 class FusionConfig:
     name: str = "concat"
@@ -145,15 +162,15 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    # Fine-tuning strategy per encoder (training/finetune.py FinetuneConfig); None = train everything as built.
+    # Fine-tuning strategy per encoder (config_finetune.FinetuneConfig); None = train everything as built.
     finetune: Any = None
 
     def __post_init__(self) -> None:
-        # Parsed here, not typed as FinetuneConfig: training/ imports this module, so the type cannot be imported
-        # at the top. Unknown keys and bad values still raise ConfigError naming the finetune.* key.
+        # Parsed here, not typed as FinetuneConfig: config_finetune imports this module (ConfigError, from_dict),
+        # and a bare string is shorthand (--finetune lora). Bad values raise ConfigError naming the finetune.* key.
         if self.finetune is not None:
-            from .training.finetune import parse_finetune_config
-            from .training.finetune_warnings import warn_untrained_frozen_encoders
+            from .config_finetune import parse_finetune_config
+            from .config_finetune_warnings import warn_untrained_frozen_encoders
 
             self.finetune = parse_finetune_config(self.finetune, list(self.model.modalities))
             # Said when the config is read (train, bench, demos), before data loads: freezing random weights

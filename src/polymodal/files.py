@@ -24,6 +24,7 @@ import stat
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 _ATTEMPTS = 100
 
@@ -111,4 +112,46 @@ def apply_plain_modes(path: str | os.PathLike) -> None:
             os.chmod(entry, wanted)
 
 
-__all__ = ["apply_plain_modes", "create_temp_file", "current_umask", "make_temp_dir", "plain_modes"]
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to a temp file in the same directory, then rename: a crash never leaves a half-written
+    file. The file gets the mode a plain ``open(path, "w")`` gives (0666 minus the umask)."""
+    path = Path(path)
+    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_safetensors(state: dict[str, Any], path: str | os.PathLike,
+                            metadata: dict[str, str] | None = None) -> None:
+    """Save ``state`` (name → torch.Tensor) as safetensors via a temp file + rename (mode as for a plain
+    ``open``: 0666 minus the umask)."""
+    from safetensors.torch import save_file  # torch-level dependency, only for this writer
+
+    path = Path(path)
+    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # safetensors refuses tensors that share memory; clone those so tied weights save cleanly.
+        seen: dict[int, str] = {}
+        clean = {}
+        for key, tensor in state.items():
+            ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
+            clean[key] = tensor.clone() if ptr in seen and ptr != -1 else tensor
+            seen.setdefault(ptr, key)
+        save_file(clean, str(tmp), metadata=metadata)
+        apply_plain_modes(tmp)  # safetensors writes via its own 0600 temp file, whatever the umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["apply_plain_modes", "atomic_save_safetensors", "atomic_write_text", "create_temp_file", "current_umask",
+           "make_temp_dir", "plain_modes"]

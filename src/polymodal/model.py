@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from . import __version__
 from .config import ModelConfig, config_to_dict, from_dict
-from .files import apply_plain_modes, create_temp_file
+from .files import apply_plain_modes, atomic_save_safetensors, atomic_write_text  # writers: re-exported
 from .fusion import build_fusion  # importing the package registers every fusion
 from .heads import ClassificationHead, classification_loss_sum
 from .objectives.accumulation import LossTerm
+from .peft import apply_finetune, is_adapter_dir
+from .peft.adapters import attach_adapter, read_adapter
 from .types import Batch, FusedOutput, ModalityOutput, ModelOutput
 
 CONFIG_NAME = "config.json"
@@ -75,7 +77,7 @@ class MultimodalModel(nn.Module):
         # The data section the model was trained with (plain dict), saved alongside so `polymodal eval MODEL_DIR`
         # can default to the same data set's test split.
         self.data_config: dict[str, Any] | None = None
-        # The finetune section applied by training.finetune.apply_finetune (plain dict), saved in config.json so
+        # The finetune section applied by peft.apply_finetune (plain dict), saved in config.json so
         # from_pretrained rebuilds injected adapters / prompts before loading the state dict.
         self.finetune: dict[str, Any] | None = None
         # The directory from_pretrained loaded this model from (the base an adapter save refers to).
@@ -178,9 +180,7 @@ class MultimodalModel(nn.Module):
         ``trust_remote_code=True`` is passed here: a ``trust_remote_code`` saved in config.json is ignored."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        if not weights_path.exists() and (directory / "adapter_config.json").exists():
-            from .training.peft_utils import load_adapter  # adapter-only save: base model + trained weights
-
+        if not weights_path.exists() and is_adapter_dir(directory):  # adapter-only save: base + trained weights
             return load_adapter(directory, map_location=map_location, trust_remote_code=trust_remote_code)
         for path in (config_path, weights_path):
             if not path.exists():
@@ -195,9 +195,7 @@ class MultimodalModel(nn.Module):
         config.modalities = load_time_trust(config.modalities, config_path, trust_remote_code)
         model = cls(config, load_pretrained_weights=False)
         if payload.get("finetune"):
-            from .training.finetune import apply_finetune  # rebuild adapters / prompts before loading weights
-
-            apply_finetune(model, payload["finetune"])
+            apply_finetune(model, payload["finetune"])  # rebuild adapters / prompts before loading weights
         state = load_file(str(weights_path), device=map_location)
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
@@ -220,6 +218,28 @@ class MultimodalModel(nn.Module):
         return {"total": total, "trainable": trainable, "trainable_share": trainable / max(total, 1)}
 
 
+def load_adapter(directory: str | os.PathLike, base_dir: str | os.PathLike | None = None,
+                 map_location: str = "cpu", *, trust_remote_code: bool = False) -> MultimodalModel:
+    """Rebuild base model + finetune strategy from an adapter directory (``peft.save_adapter``); load base, then
+    adapter weights.
+
+    ``base_dir`` overrides the recorded base location (e.g. after moving both directories); the base weights
+    must still match the recorded fingerprint (ValueError otherwise; FileNotFoundError when the base is gone).
+    Code shipped in the base directory runs only with ``trust_remote_code=True`` (a saved value is ignored).
+    """
+    from .encoders.hf import load_time_trust  # local import, as for build_encoder
+
+    files = read_adapter(directory, base_dir, map_location)
+    base_payload = json.loads((files.base / CONFIG_NAME).read_text())
+    config = from_dict(ModelConfig, dict(base_payload["model"], fusion=files.payload["fusion"],
+                                         head=files.payload["head"]), "model")
+    for name, mcfg in config.modalities.items():
+        if mcfg.pretrained and mcfg.pretrained.startswith(f"{HF_DIR}/"):
+            config.modalities[name] = dataclasses.replace(mcfg, pretrained=str(files.base / mcfg.pretrained))
+    config.modalities = load_time_trust(config.modalities, files.base / CONFIG_NAME, trust_remote_code)
+    return attach_adapter(MultimodalModel(config, load_pretrained_weights=False), files)
+
+
 def save_hf_artifacts(modalities: dict, encoders, processors: dict, directory: Path) -> dict:
     """Write each Hugging Face encoder (+ its tokenizer / feature extractor) under ``directory/hf/<name>/`` and
     return the modality configs with ``pretrained`` pointing there, so a saved model directory is self-contained."""
@@ -238,42 +258,4 @@ def save_hf_artifacts(modalities: dict, encoders, processors: dict, directory: P
     return saved
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 ``text`` to a temp file in the same directory, then rename: a crash never leaves a half-written
-    file. The file gets the mode a plain ``open(path, "w")`` gives (0666 minus the umask; see :mod:`.files`)."""
-    path = Path(path)
-    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike,
-                            metadata: dict[str, str] | None = None) -> None:
-    """Save ``state`` as safetensors via a temp file + rename (mode as for a plain ``open``: 0666 minus the umask)."""
-    path = Path(path)
-    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # safetensors refuses tensors that share memory; clone those so tied weights save cleanly.
-        seen: dict[int, str] = {}
-        clean = {}
-        for key, tensor in state.items():
-            ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
-            clean[key] = tensor.clone() if ptr in seen and ptr != -1 else tensor
-            seen.setdefault(ptr, key)
-        save_file(clean, str(tmp), metadata=metadata)
-        apply_plain_modes(tmp)  # safetensors writes via its own 0600 temp file, whatever the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-__all__ = ["MultimodalModel", "FusedOutput", "atomic_write_text", "atomic_save_safetensors"]
+__all__ = ["MultimodalModel", "FusedOutput", "atomic_write_text", "atomic_save_safetensors", "load_adapter"]

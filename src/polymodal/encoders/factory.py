@@ -6,14 +6,13 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..config import ModalityConfig
+# "auto" (the tiny from-scratch preset of each kind, or "hf" with `pretrained`) is config data: the config layer
+# names a config's encoder without importing encoders; re-exported here for existing callers.
+from ..config import DEFAULT_PRESETS, HF_ENCODER, ModalityConfig, resolve_encoder_name  # noqa: F401
 from ..registry import ENCODERS
 from .base import Encoder
 from .capacity import check_text_capacity
 
-# "auto" without ``pretrained``: the tiny from-scratch preset of each kind.
-DEFAULT_PRESETS = {"image": "image_cnn", "audio": "audio_cnn", "text": "text_transformer"}
-HF_ENCODER = "hf"
 # Encoder options a preset can take from its modality's processor, so the two always agree
 # (e.g. grayscale images → in_channels=1). An option set explicitly in cfg.options wins.
 PROCESSOR_FACTS: dict[str, Callable[[Any], Any]] = {
@@ -23,17 +22,6 @@ PROCESSOR_FACTS: dict[str, Callable[[Any], Any]] = {
     "vocab_size": lambda processor: processor.vocab_size,
     "pad_token_id": lambda processor: processor.pad_token_id,
 }
-
-
-def resolve_encoder_name(cfg: ModalityConfig) -> str:
-    """The registry name ``cfg`` asks for ("auto" resolved)."""
-    if cfg.encoder != "auto":
-        return cfg.encoder
-    if cfg.pretrained:
-        return HF_ENCODER
-    if cfg.kind not in DEFAULT_PRESETS:
-        raise ValueError(f"unknown modality kind {cfg.kind!r}; expected one of {sorted(DEFAULT_PRESETS)}")
-    return DEFAULT_PRESETS[cfg.kind]
 
 
 def _accepted_options(factory: Callable[..., Any]) -> set[str]:

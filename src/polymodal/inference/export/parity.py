@@ -123,7 +123,7 @@ def build_tiny_model(modalities: dict[str, dict[str, Any]], fusion: str = "conca
                                      "head": {"labels": [str(d) for d in range(10)]}})
     model = MultimodalModel(config)
     if finetune:
-        from ...training.finetune import apply_finetune
+        from ...peft import apply_finetune
 
         apply_finetune(model, {"default": finetune})
         with torch.no_grad():
