@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tune.cli import add_tune_parser
 
     add_tune_parser(sub, positive=_at_least(1))
+    from .ensemble.cli import add_ensemble_parser  # the `ensemble` verb lives with the ensemble code
+
+    add_ensemble_parser(sub, positive=_at_least(1))
     from .inference.export.cli import add_compress_parser, add_export_parser  # with the export code
 
     add_export_parser(sub, positive=_at_least(1))

@@ -206,9 +206,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from .config_finetune import STRATEGY_DESCRIPTIONS
     from .presets import describe_presets
     from .registry import CONNECTORS, DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
-    from .training.finetune import STRATEGY_DESCRIPTIONS
 
     # each registry imports the package that fills it on first read (registry.py): no load_all needed
     registries = {"encoders": ENCODERS, "fusions": FUSIONS, "connectors": CONNECTORS, "heads": HEADS,
@@ -255,6 +255,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tune.cli import cmd_tune as run
+
+    return run(args)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from .ensemble.cli import cmd_ensemble as run
 
     return run(args)
 

@@ -71,6 +71,10 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, Path]:
         from ..alignment.model import AlignmentModel
 
         return AlignmentModel.from_pretrained(model_dir), model_dir
+    if isinstance(payload, dict) and payload.get("architecture") == "EnsembleModel":
+        from ..ensemble.model import EnsembleModel  # members saved inside it; same forward contract
+
+        return EnsembleModel.from_pretrained(model_dir), model_dir
     return MultimodalModel.from_pretrained(model_dir), model_dir
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 def is_alignment(model: Any) -> bool:
     """True for an alignment model (an AlignmentModel, or any model without a classification head)."""
+    if getattr(model, "is_ensemble", False):  # an EnsembleModel of classifiers: no head of its own
+        return False
     return type(model).__name__ == "AlignmentModel" or not hasattr(model, "head")
 
 
@@ -24,6 +26,10 @@ def load_any_model(path: str | Path) -> tuple[Any, Path]:
         from ...alignment import AlignmentModel
 
         return AlignmentModel.from_pretrained(model_dir), model_dir
+    if payload.get("architecture") == "EnsembleModel":
+        from ...ensemble.model import EnsembleModel
+
+        return EnsembleModel.from_pretrained(model_dir), model_dir
     from ...model import MultimodalModel
 
     return MultimodalModel.from_pretrained(model_dir), model_dir
