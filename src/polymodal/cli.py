@@ -73,6 +73,10 @@ def _at_least(minimum: int):
 class _OneLineErrors(argparse.ArgumentParser):
     """Usage errors as one line, like every other error of the CLI (the usage itself is one --help away)."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # `--backend` must not silently mean `--backend-option`
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -102,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fine-tuning comparisons instead; --task tune a small hyperparameter study (needs optuna).",
     )
     demo.add_argument("--task", choices=["classify", "align", "finetune", "tune"], default="classify")
-    demo.add_argument("--out", default="polymodal_out/demo", help="output directory (default: %(default)s)")
+    demo.add_argument("--out", default=None,
+                      help="output directory (default: polymodal_out/demo/TASK, plus _quick for --quick)")
     demo.add_argument("--quick", action="store_true", help="a reduced run (seconds): fewer epochs, samples, fusions")
     demo.add_argument("--fusions", default=None, help="comma-separated fusion names to compare (default: a selection)")
     demo.add_argument("--epochs", type=_at_least(1), default=None, help="epochs per model (default: recipe's)")

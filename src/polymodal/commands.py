@@ -28,6 +28,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.task != "classify":
             raise ConfigError(f"--fusions applies to --task classify, not --task {args.task}")
         _check_fusions(fusions)
+    # One folder per task and size, so that a quick run never overwrites a full one (or another task's results).
+    args.out = args.out or f"polymodal_out/demo/{args.task}{'_quick' if args.quick else ''}"
     if args.task == "classify":
         from .demo import run_classification_demo
 

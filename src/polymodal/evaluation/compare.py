@@ -32,12 +32,28 @@ import numpy as np
 METRICS = ("accuracy", "macro_f1")
 
 
+def _weights_mtime(path: Path) -> float | None:
+    """Modification time of the model weights a run / model directory holds (None: no weights found)."""
+    for weights in (path / "best" / "model.safetensors", path / "model.safetensors"):
+        if weights.exists():
+            return weights.stat().st_mtime
+    return None
+
+
 def _predictions_file(path: Path, split: str) -> Path | None:
+    """The saved predictions.json of ``path``, or None when there is none or it is older than the weights.
+
+    A run directory retrained after its last ``polymodal eval`` keeps the old eval_<split>/ folder: its
+    predictions describe the previous model, so they are ignored and the current weights are evaluated.
+    """
     if path.is_file():
         return path
+    weights = _weights_mtime(path.parent if path.name == "best" else path)
     for candidate in (path / "predictions.json", path / f"eval_{split}" / "predictions.json",
                       path.parent / f"eval_{split}" / "predictions.json" if path.name == "best" else None):
         if candidate is not None and candidate.exists():
+            if weights is not None and candidate.stat().st_mtime < weights:
+                return None  # stale: written before the model was last trained
             return candidate
     return None
 

@@ -113,7 +113,7 @@ def task_of(config: Any) -> str:
         return "classification"
     if name == "TrainConfig" or not name.endswith("Config"):  # a Trainer given no full config: nothing says
         return "unknown"
-    return name.removesuffix("Config").lower()
+    return name.removesuffix("Config").removesuffix("Run").lower()  # AlignmentRunConfig -> alignment
 
 
 def final_metrics(summary: dict[str, Any]) -> dict[str, float]:

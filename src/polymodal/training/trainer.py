@@ -46,6 +46,7 @@ from .logging import MetricLogger, make_progress
 from .modality_dropout import ModalityDropout
 from .optim import build_optimizer, build_scheduler
 from .reproducibility import configure_determinism, make_resumable_loader
+from .resume_checks import check_resume_config, warn_if_finished
 from .run_guards import RunGuards, TrainingDivergedError  # noqa: F401 (its historic home: re-exported)
 from .run_lock import RunLock
 from .trackers import open_trackers, resolve_trackers
@@ -501,6 +502,7 @@ class Trainer(RunGuards):
             raise FileNotFoundError(
                 f"cannot resume: no complete checkpoint in {self.checkpoint_dir} (start without --resume)"
             )
+        check_resume_config(self.run_dir, self.config)
         state = load_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.scaler)
         rng = state.pop("modality_dropout_rng", None)
         if rng is not None and self.modality_dropout is not None:
@@ -510,6 +512,8 @@ class Trainer(RunGuards):
         if not self.is_main:  # the saved loss totals are all ranks': count them once (on rank 0)
             state["epoch_loss_sum"], state["epoch_loss_count"] = 0.0, 0
         self.state = {**self._fresh_state(), **state}
+        if self.is_main:
+            warn_if_finished(self.state, self.run_dir)
 
     # ------------------------------------------------------------------------------------------ result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ def evaluate_path(path: str | Path, data: str | None = None, split: str = "test"
     source = data or (f"builtin:{config.data.name}" if config.data.name else getattr(config.data, split))
     report = build_report(model, loaders[split], options, model_dir=model_dir, run_dir=run_dir, split=split,
                           data_source=source, train_seed=(saved.get("train") or {}).get("seed"), labels=labels)
-    out_dir = Path(out) if out else (run_dir or model_dir) / f"eval_{split}"
+    # a manifest's report goes to its own folder: it never replaces the split's report that --compare reads
+    default = f"eval_{split}" if data is None else "eval_data_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).stem)
+    out_dir = Path(out) if out else (run_dir or model_dir) / default
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_report(report, out_dir)
     kind = kind_for_report(report)

@@ -111,8 +111,11 @@ def human_bytes(size: int | None) -> str:
 def predict_hint(out_dir: str | Path, manifest: dict[str, Any]) -> str:
     """The `polymodal predict ... --backend onnx` command line for this export's modalities."""
     flags = []
+    alignment = manifest.get("task") == "alignment"
     for name, record in manifest.get("modalities", {}).items():
         kind = record.get("kind") if isinstance(record, dict) else None
+        if alignment and kind == "text":
+            continue  # an aligner predicts zero-shot labels from images / audio; texts are for `retrieve`
         if name == kind and kind in ("image", "audio"):
             flags.append(f"--{kind} {kind.upper()}_FILE")
         elif name == kind == "text":
