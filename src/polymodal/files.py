@@ -112,20 +112,26 @@ def apply_plain_modes(path: str | os.PathLike) -> None:
             os.chmod(entry, wanted)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 ``text`` to a temp file in the same directory, then rename: a crash never leaves a half-written
-    file. The file gets the mode a plain ``open(path, "w")`` gives (0666 minus the umask)."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temp file in the same directory, then rename: a crash never leaves a half-written file.
+    The file gets the mode a plain ``open(path, "wb")`` gives (0666 minus the umask). Returns ``path``."""
     path = Path(path)
     fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save_safetensors(state: dict[str, Any], path: str | os.PathLike,

@@ -12,13 +12,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..files import create_temp_file
+from ..files import atomic_write_bytes
 
 PANEL = 224  # target side of one panel in pixels
 _VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=float)
@@ -27,21 +25,6 @@ _DIVERGING = np.array([[59, 76, 192], [255, 255, 255], [180, 4, 38]], dtype=floa
 
 # ---------------------------------------------------------------------------------------------- files
 
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same directory + rename; mode as a plain open()."""
-    path = Path(path)
-    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def png_bytes(image: Image.Image) -> bytes:

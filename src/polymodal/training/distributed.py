@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from ..errors import PolymodalError
-from .reproducibility import EpochShuffleSampler
+from .reproducibility import EpochShuffleSampler, with_sampler
 
 RENDEZVOUS_KEYS = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -206,22 +206,7 @@ def distributed_train_loader(loader: DataLoader, seed: int) -> tuple[DataLoader,
         )
     new_sampler = DistributedEpochSampler(len(loader.dataset), seed=seed, shuffle=shuffle, rank=rank(),
                                           world_size=world_size())
-    options = dict(
-        batch_size=loader.batch_size,
-        sampler=new_sampler,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
-        timeout=loader.timeout,
-        worker_init_fn=loader.worker_init_fn,
-        multiprocessing_context=loader.multiprocessing_context,
-        generator=torch.Generator(),
-        persistent_workers=loader.persistent_workers,
-    )
-    if loader.num_workers > 0:
-        options["prefetch_factor"] = loader.prefetch_factor
-    return DataLoader(loader.dataset, **options), new_sampler
+    return with_sampler(loader, new_sampler), new_sampler
 
 
 def local_objectives():

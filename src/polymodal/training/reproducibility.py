@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,22 +101,7 @@ def make_resumable_loader(loader: DataLoader, seed: int) -> tuple[DataLoader, Ep
             loader.generator = torch.Generator()
         return loader, None
     new_sampler = EpochShuffleSampler(len(loader.dataset), seed=seed, shuffle=plain_random)
-    options = dict(
-        batch_size=loader.batch_size,
-        sampler=new_sampler,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
-        timeout=loader.timeout,
-        worker_init_fn=loader.worker_init_fn,
-        multiprocessing_context=loader.multiprocessing_context,
-        generator=torch.Generator(),
-        persistent_workers=loader.persistent_workers,
-    )
-    if loader.num_workers > 0:
-        options["prefetch_factor"] = loader.prefetch_factor
-    return DataLoader(loader.dataset, **options), new_sampler
+    return with_sampler(loader, new_sampler), new_sampler
 
 
 def python_numpy_rng_state() -> dict:
@@ -133,3 +119,23 @@ def restore_python_numpy_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def with_sampler(loader: DataLoader, sampler: Any) -> DataLoader:
+    """A copy of ``loader`` (same dataset, batch size, workers, collate, ...) that draws its order from ``sampler``."""
+    options = dict(
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=torch.Generator(),
+        persistent_workers=loader.persistent_workers,
+    )
+    if loader.num_workers > 0:
+        options["prefetch_factor"] = loader.prefetch_factor
+    return DataLoader(loader.dataset, **options)
