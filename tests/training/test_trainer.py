@@ -7,69 +7,12 @@ import math
 
 import pytest
 import torch
-from finetune_fixtures import LABELS, tiny_batch
-from torch.utils.data import DataLoader, Dataset
+from run_fixtures import loaders, model, train_config  # shared with the run-safety tests
 
-from polymodal.config import ConfigError, FusionConfig, HeadConfig, ModalityConfig, ModelConfig, TrainConfig
+from polymodal.config import ConfigError
 from polymodal.model import MultimodalModel
 from polymodal.training import Trainer, TrainingDivergedError
-from polymodal.types import Batch, ModelOutput
-
-
-class BatchRows(Dataset):
-    """Rows of one big synthetic Batch, served one sample at a time and collated back into Batches."""
-
-    def __init__(self, size: int, seed: int):
-        self.batch = tiny_batch(size=size, seed=seed)
-
-    def __len__(self) -> int:
-        return len(self.batch)
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-    def collate(self, indices: list[int]) -> Batch:
-        rows = torch.tensor(indices)
-        b = self.batch
-        return Batch(
-            inputs={m: {k: v[rows] for k, v in d.items()} for m, d in b.inputs.items()},
-            present={m: v[rows] for m, v in b.present.items()},
-            labels=b.labels[rows],
-            ids=[b.ids[i] for i in indices],
-        )
-
-
-def loaders(train_size: int = 40, batch_size: int = 8):
-    train, val = BatchRows(train_size, seed=1), BatchRows(16, seed=2)
-    return (
-        DataLoader(train, batch_size=batch_size, shuffle=True, collate_fn=train.collate),
-        DataLoader(val, batch_size=16, collate_fn=val.collate),
-    )
-
-
-def model(seed: int = 0) -> MultimodalModel:
-    """Tiny image+text model WITH dropout, so an RNG state lost on resume would change the result."""
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        modalities={
-            "image": ModalityConfig(kind="image", encoder="image_cnn", options={"channels": [4, 8], "dropout": 0.2}),
-            "text": ModalityConfig(
-                kind="text",
-                encoder="text_transformer",
-                options={"vocab_size": 40, "dim": 16, "depth": 1, "heads": 2, "max_positions": 16, "dropout": 0.2},
-            ),
-        },
-        fusion=FusionConfig(name="gated", dim=8),
-        head=HeadConfig(labels=list(LABELS), dropout=0.3),
-    )
-    return MultimodalModel(config)
-
-
-def train_config(**overrides) -> TrainConfig:
-    options = dict(epochs=3, lr=5e-3, warmup_ratio=0.2, progress=False, log_every=1, seed=3, monitor="val_loss",
-                   monitor_mode="min")
-    options.update(overrides)
-    return TrainConfig(**options)
+from polymodal.types import ModelOutput
 
 
 def step_losses(run_dir) -> list[float]:
