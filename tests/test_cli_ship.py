@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from cli_fixtures import tiny_recipe
 from PIL import Image
 
 from polymodal.cli import main
@@ -17,19 +18,7 @@ from polymodal.cli import main
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-TINY_RECIPE = """
-model:
-  modalities:
-    image: {kind: image, encoder: image_cnn, options: {channels: [8, 16]}, processor: {image_size: 16, channels: 1}}
-    audio:
-      kind: audio
-      encoder: audio_cnn
-      options: {channels: [8, 16]}
-      processor: {sample_rate: 8000, n_fft: 256, hop_length: 80, n_mels: 20, max_seconds: 1.0}
-  fusion: {name: gated, dim: 16}
-data: {name: spoken-digits, limit: 60, batch_size: 16}
-train: {epochs: 2, lr: 0.003, progress: false, log_every: 1, seed: 1}
-"""
+TINY_RECIPE = tiny_recipe(seed=1)
 LABELS = [str(d) for d in range(10)]
 
 
