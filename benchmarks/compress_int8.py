@@ -46,7 +46,7 @@ def train_small(out: Path, epochs: int = 3, seed: int = 0) -> Path:
     from polymodal.config import ModelConfig, from_dict
     from polymodal.inference.export.inputs import make_batch
     from polymodal.inference.export.parity import builtin_samples
-    from polymodal.model import MultimodalModel
+    from polymodal.models import MultimodalModel
 
     torch.manual_seed(seed)
     model = MultimodalModel(from_dict(ModelConfig, {"modalities": MODALITIES, "fusion": {"name": "concat", "dim": 64},
@@ -139,7 +139,7 @@ def run(args, work: Path) -> tuple[list[dict], int]:
     student = None
     if not args.no_distill:
         from polymodal.inference.compress import distill
-        from polymodal.model import MultimodalModel
+        from polymodal.models import MultimodalModel
 
         spec = {"modalities": {name: {"encoder": STUDENT_ENCODERS[kind], "options": {"channels": [16, 32]}}
                                for name, kind in kinds.items() if kind in STUDENT_ENCODERS},

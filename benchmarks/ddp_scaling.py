@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 def demo_workload(quick: bool, batch: int, device: torch.device):
     """(model, step inputs): the fusion demo model and one real batch of `batch` samples."""
     from polymodal.config import load_config
-    from polymodal.model import MultimodalModel
+    from polymodal.models import MultimodalModel
     from polymodal.pipeline import prepare
 
     overrides = [f"data.batch_size={batch}", f"data.limit={max(4 * batch, 64)}", "data.num_workers=0"]

@@ -99,7 +99,7 @@ def default_model(directory: Path) -> tuple[Path, list[dict[str, Any]]]:
 
     from polymodal.config import ModelConfig, from_dict
     from polymodal.data import export_dataset
-    from polymodal.model import MultimodalModel
+    from polymodal.models import MultimodalModel
 
     manifests = export_dataset("spoken-digits", directory / "data", splits=("test",), limit=64)
     rows = [json.loads(line) for line in manifests["test"].read_text().splitlines()]

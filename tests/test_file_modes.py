@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from polymodal.files import apply_plain_modes, create_temp_file, current_umask, make_temp_dir, plain_modes
-from polymodal.model import atomic_save_safetensors, atomic_write_text
+from polymodal.files import atomic_save_safetensors, atomic_write_text
 from polymodal.training.checkpoint import atomic_directory
 
 UMASKS = [0o022, 0o077, 0o002]
@@ -92,7 +92,7 @@ def test_saved_models_with_hf_artifacts(tmp_path, umask):
     from hf_fixtures import save_tiny_bert
 
     from polymodal.config import ModelConfig, from_dict
-    from polymodal.model import MultimodalModel
+    from polymodal.models import MultimodalModel
 
     file_mode, dir_mode = plain(tmp_path)
     config = from_dict(ModelConfig, {"modalities": {"text": {"kind": "text", "pretrained": str(save_tiny_bert(

@@ -82,7 +82,5 @@ def test_demo_tasks_write_to_their_own_folders(monkeypatch):
 
 
 def test_run_records_name_the_alignment_task():
-    from polymodal.alignment.recipe import AlignmentRunConfig
-
-    assert task_of(AlignmentRunConfig.__new__(AlignmentRunConfig)) == "alignment"
+    assert task_of(Config(task="alignment")) == "alignment"
     assert task_of(Config()) == "classification"

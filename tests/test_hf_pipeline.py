@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from polymodal.cli import main
 from polymodal.config import load_config
 from polymodal.inference import Predictor
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.pipeline import train
 
 WORDS = ["one", "two", "three"]

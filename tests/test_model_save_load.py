@@ -12,9 +12,10 @@ from safetensors import safe_open
 
 import polymodal.fusion  # noqa: F401  (registers the fusions)
 from polymodal.config import ModelConfig, from_dict
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.registry import FUSIONS
 from polymodal.types import Batch
+from polymodal.tasks import task_loss
 
 MODALITIES = {
     "image": {"kind": "image", "processor": {"image_size": 16, "channels": 3},
@@ -110,7 +111,7 @@ def test_encoder_choices_and_heads_survive_a_round_trip(encoders, task, labels, 
     expected = logits_of(model, batch)
     model.save_pretrained(tmp_path)
     payload = json.loads((tmp_path / "config.json").read_text())
-    assert payload["architecture"] == "MultimodalModel" and "polymodal_version" in payload
+    assert payload["task"] == "classification" and "polymodal_version" in payload
     assert {n: m["encoder"] for n, m in payload["model"]["modalities"].items()} == encoders
     reloaded = MultimodalModel.from_pretrained(tmp_path)
     assert reloaded.data_config == {"name": "spoken-digits", "limit": 10}
@@ -126,7 +127,7 @@ def test_saving_again_overwrites_and_a_trained_model_reloads(tmp_path):
     model.train()
     for _ in range(2):  # weights (and batch-norm statistics) change
         optimizer.zero_grad()
-        model(batch).loss.backward()
+        task_loss(model, batch).backward()
         optimizer.step()
     expected = logits_of(model, batch)
     model.save_pretrained(tmp_path)

@@ -23,7 +23,7 @@ from hf_fixtures import save_tiny_bert, save_tiny_wav2vec2
 
 from polymodal.config import ModalityConfig, ModelConfig, from_dict
 from polymodal.errors import PolymodalError
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 
 PLANTED = '''import os
 _marker = os.environ.get("POLYMODAL_TEST_MARKER")
@@ -254,7 +254,7 @@ def test_only_the_loaders_argument_runs_the_code(planted_model, tmp_path):
     marker = tmp_path / "ran.txt"
     script = (
         "import warnings, sys\n"
-        "from polymodal.model import MultimodalModel\n"
+        "from polymodal.models import MultimodalModel\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    try:\n"

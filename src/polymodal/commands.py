@@ -59,8 +59,8 @@ def _train_args(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .evaluation.classification import format_report_table
-    from .pipeline import train
+    from .metrics.classification import format_report_table
+    from .recipes.train import train
     from .training.launch import launch_rank, launch_torchrun
 
     if getattr(args, "nproc", None):  # one model on N local processes: torchrun runs this command N times
@@ -68,22 +68,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     main_rank = launch_rank() == 0  # under torchrun only rank 0 prints the run's summary
 
     overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
-    from .alignment.recipe import is_alignment_config, load_alignment_config, train_alignment
-    from .config import read_config_file
-
-    if is_alignment_config(read_config_file(args.config)):  # model names objectives: a multi-tower run
-        if getattr(args, "finetune", None):
-            raise ConfigError(f"--finetune {args.finetune}: {args.config} is an alignment config (its model names "
-                              "objectives); fine-tuning strategies apply to classifiers (a model with a head)")
-        summary = train_alignment(load_alignment_config(args.config, overrides), resume=args.resume)
-        if main_rank:
-            print(f"run directory: {summary['run_dir']} (best model: {summary['model_dir']})")
-        return 0
     if getattr(args, "finetune", None):
         overrides.append(f"finetune.default={args.finetune}")
     config = load_config(args.config, overrides)
     summary = train(config, resume=args.resume)
-    if "test" in summary:
+    if "test" in summary and config.task == "classification":
         print(format_report_table(summary["test"]))
     if main_rank:
         print(f"run directory: {summary['run_dir']} (best model: {summary['model_dir']})")
@@ -106,7 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               data=args.data, split=args.split)
         print(format_comparison(result))
         if args.out:
-            from .model import atomic_write_text
+            from .files import atomic_write_text
 
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
@@ -115,8 +104,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise ValueError("eval needs a run or model directory (or --compare RUN_A RUN_B)")
-    from .evaluation.classification import format_report_table
-    from .evaluation.report import ReportOptions, evaluate_path, headline_rows, interval_notes
+    from .evaluation.report import ReportOptions, headline_rows, interval_notes
+    from .recipes.evaluate import evaluate_path
+    from .metrics.classification import format_report_table
 
     options = ReportOptions(
         bootstrap=1000 if args.bootstrap is None else args.bootstrap,
@@ -208,7 +198,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .config_finetune import STRATEGY_DESCRIPTIONS
+    from .config.finetune import STRATEGY_DESCRIPTIONS
     from .presets import describe_presets
     from .registry import CONNECTORS, DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
 

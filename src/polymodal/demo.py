@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, from_dict
-from .model import atomic_write_text
+from .files import atomic_write_text
 from .presets import load_preset
 
 DEFAULT_FUSIONS = ["concat", "sum", "weighted", "gated", "low_rank_tensor", "tensor", "cross_attention", "transformer", "late"]

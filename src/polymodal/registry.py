@@ -85,6 +85,7 @@ class Registry:
 ENCODERS = Registry("encoder", "polymodal.encoders")
 FUSIONS = Registry("fusion", "polymodal.fusion")
 CONNECTORS = Registry("connector", "polymodal.connectors")
+TASKS = Registry("task", "polymodal.tasks")
 HEADS = Registry("head", "polymodal.heads")
 OBJECTIVES = Registry("objective", "polymodal.objectives")
 DATASETS = Registry("dataset", "polymodal.data.builtin")

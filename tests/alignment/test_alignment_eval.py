@@ -9,15 +9,15 @@ import torch.nn.functional as F
 from toy_alignment import BagOfWordsModel
 
 from polymodal.alignment import AlignmentConfig, AlignmentModel
-from polymodal.alignment.evaluate import (
+from polymodal.metrics.alignment import (
     CollectedEmbeddings,
     chance_retrieval,
     evaluate_alignment,
     format_alignment_table,
     instance_positives,
-    is_alignment_model_dir,
 )
-from polymodal.alignment.recipe import jsonable
+from polymodal.jsonable import jsonable
+from polymodal.recipes.evaluate import is_alignment_model_dir
 from polymodal.config import from_dict
 from polymodal.types import Batch
 
@@ -177,7 +177,7 @@ def _image_text_model_and_batches():
 
 def test_copies_are_found_from_inputs_whatever_the_padding():
     """"one" is padded to 3 tokens in batch 0 and to 1 in batch 1: still one caption (content group)."""
-    from polymodal.alignment.evaluate import collect_embeddings
+    from polymodal.metrics.alignment import collect_embeddings
 
     model, batches = _image_text_model_and_batches()
     data = collect_embeddings(model, batches)
@@ -190,8 +190,8 @@ def test_copies_are_found_from_inputs_whatever_the_padding():
 
 
 def test_instance_retrieval_is_the_one_definition_and_groups_can_be_overridden():
-    from polymodal.alignment.evaluate import collect_embeddings, instance_retrieval
-    from polymodal.alignment.metrics import first_positive_ranks
+    from polymodal.metrics.alignment import collect_embeddings, instance_retrieval
+    from polymodal.metrics.retrieval import first_positive_ranks
 
     model, batches = _image_text_model_and_batches()
     data = collect_embeddings(model, batches)

@@ -8,15 +8,14 @@ import torch
 from PIL import Image
 
 from polymodal.alignment import AlignmentModel
-from polymodal.alignment.evaluate import evaluate_alignment_path
+from polymodal.recipes.evaluate import evaluate_alignment_path
 from polymodal.alignment.recipe import (
     alignment_config_from_dict,
-    is_alignment_config,
     load_alignment_config,
     prepare_alignment_data,
     train_alignment,
 )
-from polymodal.config import ConfigError
+from polymodal.config import ConfigError, RunConfig, from_dict
 
 TINY_MODALITIES = {
     "image": {"kind": "image", "encoder": "image_cnn", "processor": {"image_size": 8, "channels": 1},
@@ -88,7 +87,12 @@ def test_yaml_config_with_overrides_and_clear_errors(tmp_path):
     config = load_alignment_config(path, ["train.epochs=1", "model.embed_dim=32"])
     assert config.train.epochs == 1 and config.model.embed_dim == 32 and config.model.objectives[0].name == "siglip"
     assert config.train.monitor == "val_loss"
-    assert is_alignment_config({"model": {"objectives": []}}) and not is_alignment_config({"model": {"fusion": {}}})
+    # The task is never guessed from the model section: a config without `task:` that holds alignment model keys
+    # fails naming the key and the line to add.
+    with pytest.raises(ConfigError, match=r"model.objectives: a key of the alignment task's model section.*"
+                                          r"add `task: alignment`"):
+        from_dict(RunConfig, {"model": {"objectives": []}})
+    assert from_dict(RunConfig, {"model": {"fusion": {}}}).task == "classification"
     with pytest.raises(ConfigError, match="model.embd_dim"):
         alignment_config_from_dict({"model": {"embd_dim": 3}})
     custom = alignment_config_from_dict({"train": {"monitor": "val_retrieval_R@1", "monitor_mode": "max"}})

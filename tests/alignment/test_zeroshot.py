@@ -8,7 +8,7 @@ from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
 from toy_alignment import BagOfWordsModel, WordProcessor
 
 from polymodal.alignment import AlignmentConfig, AlignmentModel, build_zeroshot_classifier, zeroshot_metrics
-from polymodal.alignment.zeroshot import zeroshot_evaluate
+from polymodal.metrics.zeroshot import zeroshot_evaluate
 from polymodal.config import from_dict
 from polymodal.types import Batch
 

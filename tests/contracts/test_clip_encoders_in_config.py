@@ -13,7 +13,7 @@ import torch
 
 from polymodal.config import load_config
 from polymodal.encoders.clip import CLIPTextEncoder, CLIPVisionEncoder
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.types import Batch
 
 CONFIG = """
@@ -61,7 +61,7 @@ def test_the_config_builds_in_a_fresh_interpreter_that_imported_nothing_else(tmp
     """No test-collection side effects: load_config + MultimodalModel alone must find the CLIP encoders."""
     path = tmp_path / "clip.yaml"
     path.write_text(CONFIG)
-    code = ("import sys\nfrom polymodal.config import load_config\nfrom polymodal.model import MultimodalModel\n"
+    code = ("import sys\nfrom polymodal.config import load_config\nfrom polymodal.models import MultimodalModel\n"
             "model = MultimodalModel(load_config(sys.argv[1]).model)\n"
             "print(type(model.encoders['image']).__name__, type(model.encoders['caption']).__name__)\n")
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,

@@ -21,8 +21,8 @@ PACKAGE = Path(polymodal.__file__).resolve().parent
 ABOVE_MODELS = ("polymodal.training", "polymodal.pipeline", "polymodal.alignment.recipe", "polymodal.evaluation",
                 "polymodal.recipes", "polymodal.demo", "polymodal.commands", "polymodal.cli")
 # The ground floor: the modules every layer may import. Each may import only the others (and itself).
-GROUND = ("polymodal.config", "polymodal.config_values", "polymodal.config_finetune",
-          "polymodal.config_finetune_warnings", "polymodal.errors", "polymodal.registry", "polymodal.types")
+GROUND = ("polymodal.config", "polymodal.config.values", "polymodal.config.finetune",
+          "polymodal.config.finetune_warnings", "polymodal.errors", "polymodal.registry", "polymodal.types")
 
 
 def run_fresh(code: str) -> list[str]:
@@ -54,7 +54,7 @@ def test_reading_a_config_imports_only_the_config_layer():
         (message,) = [str(w.message) for w in caught if w.category.__name__ == "FinetuneWarning"]
         assert "text (text_transformer)" in message, message
     """)
-    assert "polymodal.config_finetune_warnings" in loaded  # the finetune section was parsed and checked
+    assert "polymodal.config.finetune_warnings" in loaded  # the finetune section was parsed and checked
     outside = [m for m in loaded if m != "polymodal" and m not in GROUND]
     assert not outside, f"reading a config imported {outside}"
 
@@ -67,12 +67,12 @@ def test_building_saving_and_loading_models_imports_nothing_above_the_models(tmp
         import numpy as np
         import torch
 
-        import polymodal.config, polymodal.model, polymodal.alignment.model, polymodal.peft
+        import polymodal.config, polymodal.models, polymodal.models.aligner, polymodal.peft
         import polymodal.inference.predictor
-        from polymodal.alignment.model import AlignmentConfig, AlignmentModel
+        from polymodal.models.aligner import AlignmentConfig, AlignmentModel
         from polymodal.config import ModelConfig, from_dict
         from polymodal.inference.predictor import Predictor
-        from polymodal.model import MultimodalModel
+        from polymodal.models import MultimodalModel
         from polymodal.peft import apply_finetune, save_adapter
 
         warnings.simplefilter("ignore")
@@ -176,7 +176,7 @@ def test_the_static_check_sees_relative_and_lazy_imports(tmp_path):
     """The resolver behind the static checks: relative imports resolve against the module's package."""
     probe = PACKAGE / "peft" / "apply.py"
     modules = {module for _, module in _imported_modules(probe)}
-    assert {"polymodal.config", "polymodal.config_finetune", "polymodal.peft.lora"} <= modules
+    assert {"polymodal.config", "polymodal.config.finetune", "polymodal.peft.lora"} <= modules
     init = {module for _, module in _imported_modules(PACKAGE / "peft" / "__init__.py")}
     assert "polymodal.peft.apply" in init
     adapters = {module for _, module in _imported_modules(PACKAGE / "peft" / "adapters.py")}

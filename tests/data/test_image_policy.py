@@ -80,7 +80,7 @@ def test_exif_orientation_on_the_augmentation_and_predictor_paths(tmp_path):
     np.testing.assert_array_equal(augmented, pixels(p, upright, augment=True))
 
     from polymodal.inference import Predictor
-    from polymodal.model import MultimodalModel
+    from polymodal.models import MultimodalModel
 
     image = {"kind": "image", "encoder": "image_cnn", "processor": {"image_size": 12, "channels": 3}}
     config = {"modalities": {"image": image}, "fusion": {"dim": 8}, "head": {"labels": ["a", "b"], "dropout": 0.0}}

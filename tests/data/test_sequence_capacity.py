@@ -14,7 +14,7 @@ from polymodal.data import build_processor
 from polymodal.encoders import build_encoder
 from polymodal.encoders.capacity import position_capacity, resolve_max_length
 from polymodal.inference import Predictor
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 
 WORDS = "the a cat dog sat on mat red blue green".split()
 LONG_TEXT = " ".join(["the red cat sat on the blue mat"] * 4)  # 34 tokens with [CLS] / [SEP]

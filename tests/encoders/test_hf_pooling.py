@@ -15,7 +15,7 @@ from polymodal.config import ConfigError, ModalityConfig, ModelConfig, from_dict
 from polymodal.data import build_processor
 from polymodal.encoders import build_encoder
 from polymodal.encoders.pooling import pool_tokens, read_sentence_transformers
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 
 TEXTS = ["one", "the number seven is a digit", "two three", "a handwritten spoken nine"]  # 3..8 tokens
 TOLERANCE = 1e-5

@@ -126,7 +126,7 @@ def test_save_load_gives_identical_predictions(runs, test_batch, tmp_path, metho
     model.save_pretrained(tmp_path / "ens")
     assert sorted(p.name for p in (tmp_path / "ens" / "members").iterdir()) == ["0", "1"]
     payload = json.loads((tmp_path / "ens" / "config.json").read_text())
-    assert payload["architecture"] == "EnsembleModel" and payload["kind"] == "ensemble"
+    assert payload["task"] == "classification" and payload["kind"] == "ensemble"
     assert payload["method"] == method and [m["fusion"] for m in payload["members"]] == ["concat", "gated"]
     loaded = EnsembleModel.from_pretrained(tmp_path / "ens")
     with torch.no_grad():
@@ -205,7 +205,7 @@ def test_serve_accepts_the_ensemble(ensemble_dir):
 
 
 def test_mismatched_label_sets_name_both_runs(runs, tmp_path, capsys):
-    from polymodal.model import MultimodalModel
+    from polymodal.models import MultimodalModel
 
     other = MultimodalModel.from_pretrained(runs[1][1] / "best")
     other.labels = [f"class{i}" for i in range(len(other.labels))]

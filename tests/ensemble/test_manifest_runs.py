@@ -123,7 +123,7 @@ def test_explicit_val_and_test_manifests(task, tmp_path, capsys):
 
 
 def test_members_without_recorded_data_need_a_val_manifest(task, tmp_path, capsys):
-    from polymodal.model import MultimodalModel
+    from polymodal.models import MultimodalModel
 
     root, runs = task
     bare = []

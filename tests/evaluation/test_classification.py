@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from polymodal.evaluation.classification import (
+from polymodal.metrics.classification import (
     accuracy,
     classification_report,
     confusion_matrix,
@@ -234,7 +234,7 @@ def test_macro_averages_match_sklearn_default_with_absent_and_predicted_only_cla
 
 
 def test_evaluate_classifier_uses_the_same_macro_definition():
-    from polymodal.evaluation.classification import precision_recall_f1
+    from polymodal.metrics.classification import precision_recall_f1
 
     y, pred = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
     assert precision_recall_f1(y, pred, 5)["macro_avg"]["f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))

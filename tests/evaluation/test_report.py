@@ -10,17 +10,18 @@ import torch
 
 from polymodal.cli import main
 from polymodal.config import ModelConfig, from_dict
+from polymodal.recipes.evaluate import evaluate_path
 from polymodal.evaluation.report import (
     ReportOptions,
     build_report,
     data_fingerprint,
-    evaluate_path,
     load_schema,
     validate_report,
     write_report,
 )
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.types import Batch
+from polymodal.tasks import task_loss
 
 TINY = {
     "image": {"kind": "image", "encoder": "image_cnn", "options": {"channels": [4, 8]},
@@ -62,7 +63,7 @@ def _ignore_audio(model: MultimodalModel) -> MultimodalModel:
     for _ in range(10):
         for batch in loaders["test"]:
             optimizer.zero_grad()
-            model(batch).loss.backward()
+            task_loss(model, batch).backward()
             optimizer.step()
             _zero_audio_half(model)
     return model.eval()
@@ -245,7 +246,7 @@ def _caption_model_and_batches():
 
 
 def test_alignment_report_states_one_instance_number_everywhere(tmp_path):
-    from polymodal.alignment.evaluate import evaluate_alignment
+    from polymodal.metrics.alignment import evaluate_alignment
 
     model, batches = _caption_model_and_batches()
     report = build_report(model, batches, ReportOptions(bootstrap=100, efficiency=False, severities=(0, 2)))
@@ -273,7 +274,7 @@ def test_alignment_report_states_one_instance_number_everywhere(tmp_path):
 def test_repeated_captions_are_positives_in_the_report_table():
     """With 6 "stripes" captions, an image query is right when ANY stripes caption comes first (strict own-row
     R@1 would count those ties against the model)."""
-    from polymodal.alignment.metrics import first_positive_ranks, instance_positives
+    from polymodal.metrics.retrieval import first_positive_ranks, instance_positives
 
     model, batches = _caption_model_and_batches()
     report = build_report(model, batches, ReportOptions(bootstrap=0, efficiency=False, robustness=False))

@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from polymodal.config import ModelConfig, from_dict
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.types import Batch
+from polymodal.tasks import task_loss
 
 IMAGE_VIT = {"kind": "image", "encoder": "image_vit", "processor": {"image_size": 8, "channels": 1},
              "options": {"dim": 16, "depth": 1, "heads": 2, "patch_size": 2, "mlp_ratio": 2.0}}
@@ -57,7 +58,7 @@ def train_quadrant_model(steps: int = 150, seed: int = 0) -> MultimodalModel:
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         index = torch.randint(0, len(labels), (64,), generator=generator)
-        loss = model(image_batch(pixels[index], labels[index])).loss
+        loss = task_loss(model, image_batch(pixels[index], labels[index]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -18,7 +18,7 @@ from polymodal.inference.export import ExportError, OnnxPredictor, read_manifest
 from polymodal.inference.export.inputs import make_batch  # noqa: E402
 from polymodal.inference.export.parity import builtin_samples  # noqa: E402
 from polymodal.inference.export.runtime import OnnxModel  # noqa: E402
-from polymodal.model import MultimodalModel  # noqa: E402
+from polymodal.models import MultimodalModel  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains a small model for a few seconds (module fixture)
 

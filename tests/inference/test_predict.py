@@ -15,7 +15,7 @@ from polymodal.cli import main
 from polymodal.config import Config, ModelConfig, from_dict
 from polymodal.data import DataError, build_dataloaders
 from polymodal.inference import Prediction, Predictor
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 
 LABELS = ["bird", "cat", "dog"]
 # Modality names differ from the kinds on purpose: --image / --audio / --text must still find them.

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from polymodal.alignment import AlignmentModel
-from polymodal.alignment.model import AlignmentConfig
+from polymodal.models.aligner import AlignmentConfig
 from polymodal.cli import main
 from polymodal.config import ConfigError, ModelConfig, from_dict
 from polymodal.data import DataError
 from polymodal.inference import PredictionError, Predictor
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 
 CLASSES = ["cat", "dog", "bird"]
 MODALITIES = {

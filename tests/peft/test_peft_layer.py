@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from polymodal.config import ConfigError, ModalityConfig, ModelConfig, from_dict, resolve_encoder_name
-from polymodal.config_finetune import FinetuneConfig, is_trivial, parse_finetune_config
-from polymodal.model import WEIGHTS_NAME, MultimodalModel, load_adapter
+from polymodal.config.finetune import FinetuneConfig, is_trivial, parse_finetune_config
+from polymodal.models import WEIGHTS_NAME, MultimodalModel, load_adapter
 from polymodal.peft import apply_finetune, parameter_summary, save_adapter, trainable_state_dict
 from polymodal.peft.adapters import (
     ADAPTER_CONFIG_NAME,
@@ -166,8 +166,8 @@ def test_auto_encoder_names_are_config_data():
 
 
 def test_old_training_paths_reach_the_same_objects():
-    import polymodal.config_finetune as config_finetune
-    import polymodal.config_finetune_warnings as warnings_module
+    import polymodal.config.finetune as config_finetune
+    import polymodal.config.finetune_warnings as warnings_module
     import polymodal.model as model_module
     import polymodal.peft as peft
     from polymodal.peft import lora, prompt

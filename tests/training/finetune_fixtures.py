@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from polymodal.config import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.types import Batch
+from polymodal.tasks import task_loss
 
 LABELS = ["zero", "one", "two"]
 VOCAB = 40
@@ -63,7 +64,7 @@ def train_steps(model, steps: int = 3, lr: float = 1e-2, batch: Batch | None = N
     for _ in range(steps):
         model.train()
         optimizer.zero_grad()
-        model(batch).loss.backward()
+        task_loss(model, batch).backward()
         optimizer.step()
     model.eval()
 

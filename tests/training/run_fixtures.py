@@ -14,7 +14,7 @@ from finetune_fixtures import LABELS, tiny_batch
 from torch.utils.data import DataLoader, Dataset
 
 from polymodal.config import FusionConfig, HeadConfig, ModalityConfig, ModelConfig, TrainConfig
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.types import Batch
 
 STEPS_PER_EPOCH = 5

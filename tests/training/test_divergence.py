@@ -16,7 +16,7 @@ from polymodal.config import ModelConfig, from_dict
 from polymodal.errors import PolymodalError
 from polymodal.inference import Predictor
 from polymodal.inference.predictor import NonFiniteModelError
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.training import Trainer, TrainingDivergedError
 from polymodal.training.checkpoint import is_complete_checkpoint, read_trainer_state
 from polymodal.training.guards import nonfinite_outputs, nonfinite_weights
@@ -24,7 +24,7 @@ from polymodal.types import ModelOutput
 
 
 def poison_training_call(net, at: int) -> None:
-    """From the ``at``-th training-mode forward on, the loss is NaN (eval / probe forwards are left alone)."""
+    """From the ``at``-th training-mode forward on, the logits (so the loss) are NaN (eval / probe forwards are left alone)."""
     original, calls = net.forward, {"n": 0}
 
     def forward(batch):
@@ -32,7 +32,8 @@ def poison_training_call(net, at: int) -> None:
         if not net.training:
             return out
         calls["n"] += 1
-        return ModelOutput(logits=out.logits, loss=out.loss * float("nan") if calls["n"] >= at else out.loss)
+        # the task computes the loss from the logits: NaN logits give a NaN loss
+        return ModelOutput(logits=out.logits * float("nan") if calls["n"] >= at else out.logits)
 
     net.forward = forward
 

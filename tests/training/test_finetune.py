@@ -7,7 +7,7 @@ import torch
 from finetune_fixtures import snapshot, tiny_batch, tiny_model, train_steps
 
 from polymodal.config import ConfigError
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.training.finetune import FinetuneConfig, apply_finetune, parse_finetune_config
 from polymodal.training.peft_utils import adaptable_module_names, merge_lora, save_adapter
 

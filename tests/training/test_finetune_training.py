@@ -10,7 +10,7 @@ import torch
 
 from polymodal.cli import build_parser
 from polymodal.config import Config, ConfigError, from_dict
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.pipeline import prepare, train
 from polymodal.training.finetune import FinetuneConfig
 

@@ -9,7 +9,7 @@ import pytest
 from finetune_fixtures import tiny_model
 
 from polymodal.config import Config, from_dict
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.training.finetune import (
     FREEZING_STRATEGIES,
     STRATEGY_DESCRIPTIONS,

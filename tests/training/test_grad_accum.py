@@ -19,11 +19,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from polymodal.alignment import AlignmentConfig, AlignmentModel
 from polymodal.config import FusionConfig, HeadConfig, ModalityConfig, ModelConfig, TrainConfig, from_dict
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.objectives.accumulation import LossTerm, check_counts, combine
 from polymodal.objectives.masked_lm import IGNORE_INDEX, MLM_LABELS_KEY
 from polymodal.training import Trainer
 from polymodal.types import Batch
+from polymodal.tasks import task_loss
 
 N = 10
 VOCAB = 40
@@ -150,7 +151,7 @@ def classification_batch(task: str) -> Batch:
 @pytest.mark.parametrize("batch_size,grad_accum", [(4, 3), (3, 4)])  # 4+4+2 and 3+3+3+1 in one step
 def test_uneven_micro_batches_give_the_full_batch_gradient(tmp_path, task, fusion, batch_size, grad_accum):
     model, batch = classifier(task, fusion), classification_batch(task)
-    expected, full_loss = reference_gradient(copy.deepcopy(model), lambda m: m(batch).loss)
+    expected, full_loss = reference_gradient(copy.deepcopy(model), lambda m: task_loss(m, batch))
     got, trainer = first_step(model, batch, batch_size, grad_accum, tmp_path)
     assert relative_error(got, expected) <= 1e-5
     # The logged epoch loss is the mean over the 10 samples (before the step), not a mean of micro-batch means.
@@ -161,7 +162,7 @@ def test_a_short_last_step_of_an_epoch_is_its_own_mean(tmp_path):
     """10 samples, batch 4 × accum 2: steps of 4+4 and of 2; the first step follows the mean over its 8."""
     model, batch = classifier("multiclass", "concat"), classification_batch("multiclass")
     first8 = take(batch, torch.arange(8))
-    expected, _ = reference_gradient(copy.deepcopy(model), lambda m: m(first8).loss)
+    expected, _ = reference_gradient(copy.deepcopy(model), lambda m: task_loss(m, first8))
     got, trainer = first_step(model, batch, 4, 2, tmp_path)
     assert relative_error(got, expected) <= 1e-5
     assert trainer.state["global_step"] == 2
@@ -186,7 +187,7 @@ def test_models_without_loss_terms_are_weighted_by_samples(tmp_path):
                   present={"x": torch.ones(N, dtype=torch.bool)},
                   labels=torch.randn(N, generator=gen, dtype=torch.float64), ids=[str(i) for i in range(N)])
     model = MeanSquaredError()
-    expected, _ = reference_gradient(copy.deepcopy(model), lambda m: m(batch).loss)
+    expected, _ = reference_gradient(copy.deepcopy(model), lambda m: task_loss(m, batch))
     got, _ = first_step(model, batch, 4, 3, tmp_path)
     assert relative_error(got, expected) <= 1e-10
 
@@ -309,7 +310,7 @@ def test_mlm_accumulation_is_the_one_batch_token_mean(tmp_path):
     prepared = [reference.prepare_batch(b) for b in micro]
     tokens = [int((p.inputs["text"][MLM_LABELS_KEY] != IGNORE_INDEX).sum()) for p in prepared]
     assert len(set(tokens)) > 1  # uneven token counts: a mean of means would differ
-    expected, _ = reference_gradient(reference, lambda m: m(concat(prepared)).loss)
+    expected, _ = reference_gradient(reference, lambda m: task_loss(m, concat(prepared)))
     got, _ = first_step(model, batch, 4, 3, tmp_path, setup=seed_generators)
     assert relative_error(got, expected) <= 1e-5
 

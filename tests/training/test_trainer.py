@@ -10,7 +10,7 @@ import torch
 from run_fixtures import loaders, model, train_config  # shared with the run-safety tests
 
 from polymodal.config import ConfigError
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.training import Trainer, TrainingDivergedError
 from polymodal.types import ModelOutput
 
@@ -52,7 +52,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path):
     def poisoned(batch):
         calls["n"] += 1
         out = original(batch)
-        return ModelOutput(logits=out.logits, loss=out.loss * float("nan") if calls["n"] > 2 else out.loss)
+        # the task computes the loss from the logits: NaN logits give a NaN loss
+        return ModelOutput(logits=out.logits * float("nan") if calls["n"] > 2 else out.logits)
 
     net.forward = poisoned
     with pytest.raises(TrainingDivergedError, match=r"loss became nan.*last good checkpoint is kept"):

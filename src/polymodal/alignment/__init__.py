@@ -1,9 +1,8 @@
 """Cross-modal alignment: a multi-tower model trained with clip / siglip / itm / mlm, retrieval and zero-shot."""
 
-from .metrics import Positives, retrieval_metrics, retrieval_report
-from .model import AlignmentConfig, AlignmentModel, AlignmentOutput, ObjectiveConfig
-from .retrieval import EmbeddingIndex, chunked_topk
-from .zeroshot import (
+from ..config import AlignmentConfig, ObjectiveConfig
+from ..metrics.retrieval import Positives, retrieval_metrics, retrieval_report
+from ..metrics.zeroshot import (
     DEFAULT_TEMPLATES,
     build_zeroshot_classifier,
     encode_texts,
@@ -12,6 +11,8 @@ from .zeroshot import (
     zeroshot_metrics,
     zeroshot_predict,
 )
+from ..models.aligner import AlignmentModel, AlignmentOutput
+from .retrieval import EmbeddingIndex, chunked_topk
 
 __all__ = [
     "AlignmentConfig",

@@ -71,13 +71,13 @@ def add_retrieve_parser(sub: Any, positive: Any = int) -> None:
 
 def _load_model(path: str | os.PathLike):
     from ..inference import resolve_model_dir
-    from .evaluate import is_alignment_model_dir
-    from .model import AlignmentModel
+    from ..recipes.evaluate import is_alignment_model_dir
+    from ..tasks import load_model
 
     model_dir = resolve_model_dir(path)
     if not is_alignment_model_dir(model_dir):
-        raise ValueError(f"{model_dir} is not an alignment model directory (config.json architecture AlignmentModel)")
-    return AlignmentModel.from_pretrained(model_dir), model_dir
+        raise ValueError(f"{model_dir} is not an alignment model directory (its config.json task is not alignment)")
+    return load_model(model_dir), model_dir
 
 
 def _gallery_rows(model: Any, data: str, split: str, modality: str, limit: int | None) -> list[Any]:
@@ -119,7 +119,7 @@ def build_index(model_dir: str | os.PathLike, data: str, modality: str, out: str
 
     from ..data import MultimodalDataset
     from ..data.manifest import validate_rows
-    from ..model import atomic_write_text
+    from ..files import atomic_write_text
     from .index_backends import make_options, require_backend
     from .retrieval import EmbeddingIndex
 

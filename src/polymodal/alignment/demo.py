@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..model import atomic_write_text
-from .recipe import AlignmentRunConfig, alignment_config_from_dict, jsonable
+from ..config import RunConfig
+from ..files import atomic_write_text
+from ..jsonable import jsonable
+from .recipe import alignment_config_from_dict
 
 # The recordings are 8 kHz: computing log-mels at that rate (10 ms hop, 25 ms window) skips resampling,
 # which is ~20× the cost of the features themselves.
@@ -33,8 +35,8 @@ INSTANCE_NOTE = ("Instance level, for reference: the data pairs a scan, a record
 
 
 def demo_config(out_dir: str, epochs: int, seed: int = 0, limit: int | None = None,
-                batch_size: int = 64) -> AlignmentRunConfig:
-    """The demo recipe as an AlignmentRunConfig (write it out with config_to_dict to get a YAML recipe)."""
+                batch_size: int = 64) -> RunConfig:
+    """The demo recipe as a run config of the alignment task (write it out with config_to_dict to get a YAML recipe)."""
     from ..data.builtin.spoken_digits import WORDS
 
     return alignment_config_from_dict({
@@ -66,7 +68,7 @@ def run_alignment_demo(out: str | Path, quick: bool = False, epochs: int | None 
 
     ``limit`` caps the rows of every split (default: 600 with quick, all otherwise).
     """
-    from .evaluate import format_alignment_table
+    from ..metrics.alignment import format_alignment_table
     from .recipe import train_alignment
 
     out = Path(out)

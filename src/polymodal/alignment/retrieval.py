@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor
 
-from ..model import atomic_save_safetensors, atomic_write_text
+from ..files import atomic_save_safetensors, atomic_write_text
 from .index_backends import (
     ANN_BACKENDS,
     AnnBackend,

@@ -62,8 +62,8 @@ def _data(model: Any) -> dict[str, Any]:
 def split_predictions(members: list[Any], split: str, data: str | None = None) -> dict[str, Any]:
     """Members' probabilities on one split: {probs [M, N, C] float64, y [N], ids [N]}. Only ``split`` is
     loaded (``prepare(..., splits=(split,))``), so fitting on "val" never reads a test row."""
-    from ..evaluation.classification import predict_loader
     from ..evaluation.report import eval_config_for
+    from ..metrics.classification import predict_loader
     from ..pipeline import prepare
 
     if data is None and not getattr(members[0], "data_config", None):

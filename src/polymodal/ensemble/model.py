@@ -33,14 +33,13 @@ from .. import __version__
 from ..errors import PolymodalError
 from ..files import atomic_save_safetensors, atomic_write_text
 from ..heads import classification_loss_sum
+from ..models.persistence import CONFIG_NAME, WEIGHTS_NAME, ModelDirectoryError, read_model_config
 from ..objectives.accumulation import LossTerm
 from ..types import Batch, ModelOutput
 
 ENSEMBLE_ARCHITECTURE = "EnsembleModel"
 METHODS = ("mean", "vote", "weighted", "stack")
 MEMBERS_DIR = "members"
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 VOTE_TIE_WEIGHT = 0.5  # < 1: the mean probability breaks ties between vote counts, never overturns them
 
 
@@ -86,6 +85,7 @@ class EnsembleModel(nn.Module):
     """
 
     is_ensemble = True
+    task_name = "classification"  # the task it records (config.json "task"); "kind": "ensemble" says how to load
 
     def __init__(self, members: list[nn.Module], method: str, weights: torch.Tensor | None = None,
                  stacker: tuple[torch.Tensor, torch.Tensor] | None = None, info: dict[str, Any] | None = None):
@@ -151,8 +151,8 @@ class EnsembleModel(nn.Module):
             member.save_pretrained(directory / relative)
             entries.append({"path": relative, "fusion": member.config.fusion.name,
                             **(self.info.get("members") or [{}] * len(self.members))[index]})
-        payload = {"polymodal_version": __version__, "architecture": ENSEMBLE_ARCHITECTURE, "kind": "ensemble",
-                   "method": self.method, "task": self.task, "labels": self.labels, "members": entries,
+        payload = {"polymodal_version": __version__, "task": self.task_name, "kind": "ensemble",
+                   "method": self.method, "head_task": self.task, "labels": self.labels, "members": entries,
                    **{k: v for k, v in self.info.items() if k != "members"}}
         if self.data_config is not None:
             payload["data"] = self.data_config
@@ -167,14 +167,14 @@ class EnsembleModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> EnsembleModel:
         """Rebuild a saved ensemble. Raises EnsembleError naming the file for a broken directory."""
-        from ..model import MultimodalModel
+        from ..models import MultimodalModel
 
         directory = Path(directory)
         config_path = directory / CONFIG_NAME
         try:
-            payload = json.loads(config_path.read_text())
-        except (OSError, ValueError) as err:
-            raise EnsembleError(f"{config_path} cannot be read as JSON: {err}") from err
+            payload = read_model_config(directory)
+        except ModelDirectoryError as err:
+            raise EnsembleError(str(err)) from err
         method, entries = payload.get("method"), payload.get("members")
         if method not in METHODS or not isinstance(entries, list) or not entries:
             raise EnsembleError(f"{config_path}: an ensemble config needs 'method' (one of {', '.join(METHODS)}) "
@@ -192,8 +192,8 @@ class EnsembleModel(nn.Module):
             raise EnsembleError(f"{directory / WEIGHTS_NAME} lacks the stacker (stacker.weight / stacker.bias)")
         stacker = (state["stacker.weight"], state["stacker.bias"]) if method == "stack" else None
         info = {k: v for k, v in payload.items()
-                if k not in ("polymodal_version", "architecture", "kind", "method", "task", "labels", "members",
-                             "data")}
+                if k not in ("polymodal_version", "architecture", "kind", "method", "task", "head_task", "labels",
+                             "members", "data")}
         info["members"] = [{k: v for k, v in e.items() if k not in ("path", "fusion")} for e in entries]
         model = cls(members, method, state.get("weights"), stacker, info)
         if payload.get("data") is not None:

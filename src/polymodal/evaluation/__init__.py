@@ -1,6 +1,6 @@
 """Evaluation: classification metrics (scikit-learn definitions, numpy only), calibration, reports."""
 
-from .classification import (
+from ..metrics.classification import (
     accuracy,
     classification_report,
     confusion_matrix,

@@ -140,7 +140,7 @@ def cell_config(suite: dict[str, Any], fusion: str, encoders: str, finetune: str
 
 
 def _efficiency(model_dir: str, loader, settings: dict[str, Any]) -> dict[str, Any]:
-    from ..model import MultimodalModel
+    from ..models import MultimodalModel
     from .efficiency import measure_efficiency
 
     model = MultimodalModel.from_pretrained(model_dir)
@@ -151,7 +151,7 @@ def _efficiency(model_dir: str, loader, settings: dict[str, Any]) -> dict[str, A
 
 def run_bench(suite_path: str | Path, out: str | Path, quick: bool = False, verbose: bool = True) -> dict[str, Any]:
     """Train and evaluate every cell; write runs.csv, leaderboard.{md,csv,html} and bench.json to ``out``."""
-    from ..model import atomic_write_text
+    from ..files import atomic_write_text
     from ..pipeline import prepare, train
 
     started = time.perf_counter()

@@ -74,8 +74,8 @@ def load_predictions(path: str | Path, data: str | None = None, split: str = "te
             raise ValueError(f"{found} lacks {missing}: is it a predictions.json written by `polymodal eval`?")
         payload["source"] = str(found)
         return payload
+    from ..metrics.classification import predict_loader
     from ..pipeline import prepare
-    from .classification import predict_loader
     from .report import eval_config_for, is_alignment, load_any_model
 
     model, model_dir = load_any_model(path)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import atomic_write_text
 from ..heads import probabilities
-from ..model import atomic_write_text
 from ..types import Batch
 from . import render
 from .attention import AttentionRecorder, attention_rollout, cls_patch_map, hf_attentions

@@ -24,7 +24,7 @@ from .. import __version__
 from ..config import ConfigError, config_to_dict
 from ..decoders import causal_lm_from_config, is_peft_model
 from ..files import apply_plain_modes
-from ..model import (
+from ..models.persistence import (
     CONFIG_NAME,
     HF_DIR,
     WEIGHTS_NAME,

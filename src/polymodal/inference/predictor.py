@@ -4,7 +4,7 @@ The model directory's own processors turn raw inputs into the Batch the model wa
 equals ``model(batch)`` on what the data pipeline would have produced for the same files. A modality that is
 not given (or given as None / an empty string, like an empty manifest cell) is carried as absent via the mask.
 
-Every model ``polymodal train`` writes loads here (the kind is the ``architecture`` recorded in config.json):
+Every model ``polymodal train`` writes loads here (by the ``task`` recorded in config.json, never guessed):
 
 - a classifier (MultimodalModel): the head's label and probabilities;
 - an alignment model (AlignmentModel): a zero-shot label for image / audio inputs against the class names and
@@ -30,11 +30,11 @@ from ..config import ConfigError, parse_override
 from ..data.errors import DataError
 from ..errors import PolymodalError
 from ..heads import probabilities
-from ..model import CONFIG_NAME, MultimodalModel
+from ..models import ModelDirectoryError
+from ..tasks import UnknownTaskError, task_of
+from ..tasks import load_model as load_saved_model
 from ..types import Batch
 from .zeroshot import PredictionError, ZeroShotClassifier
-
-ALIGNMENT_ARCHITECTURE = "AlignmentModel"
 
 
 @dataclass
@@ -52,30 +52,22 @@ class Prediction:
 
 
 def is_alignment_model(model: Any) -> bool:
-    """True for an AlignmentModel (multi-tower embeddings, no classifier head)."""
-    return type(model).__name__ == ALIGNMENT_ARCHITECTURE or hasattr(model, "objective_names")
+    """True for a model of the alignment task (multi-tower embeddings, no classifier head): its recorded task."""
+    try:
+        return task_of(model).name == "alignment"
+    except UnknownTaskError:
+        return False
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, Path]:
-    """The model saved in a model or run directory (its best/): (MultimodalModel or AlignmentModel, model dir).
-
-    The kind is the ``architecture`` recorded in config.json, never guessed. Raises FileNotFoundError when the
-    directory holds no model, ConfigError when config.json is not valid JSON.
-    """
+    """The model saved in a model or run directory (its best/), rebuilt by the task its config.json records:
+    (model, model dir). Raises FileNotFoundError when the directory holds no model, ConfigError when config.json
+    is not readable JSON or records no task."""
     model_dir = resolve_model_dir(path)
     try:
-        payload = json.loads((model_dir / CONFIG_NAME).read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{model_dir / CONFIG_NAME} cannot be read as JSON: {err}") from err
-    if isinstance(payload, dict) and payload.get("architecture") == ALIGNMENT_ARCHITECTURE:
-        from ..alignment.model import AlignmentModel
-
-        return AlignmentModel.from_pretrained(model_dir), model_dir
-    if isinstance(payload, dict) and payload.get("architecture") == "EnsembleModel":
-        from ..ensemble.model import EnsembleModel  # members saved inside it; same forward contract
-
-        return EnsembleModel.from_pretrained(model_dir), model_dir
-    return MultimodalModel.from_pretrained(model_dir), model_dir
+        return load_saved_model(model_dir), model_dir
+    except ModelDirectoryError as err:
+        raise ConfigError(str(err)) from err
 
 
 def apply_processor_overrides(model: nn.Module, overrides: list[str] | None) -> None:

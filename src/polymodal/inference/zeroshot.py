@@ -59,14 +59,14 @@ class ZeroShotClassifier:
         self._weights: dict[str, Tensor] = {}
 
     def templates_for(self, modality: str) -> list[str]:
-        from ..alignment.zeroshot import default_templates
+        from ..metrics.zeroshot import default_templates
 
         chosen = self.templates.get(modality) if isinstance(self.templates, dict) else self.templates
         return list(chosen) if chosen else default_templates(self.model.config.modalities[modality].kind)
 
     def weights(self, modality: str) -> Tensor:
         """Unit-norm class embeddings [C, E] for inputs of ``modality`` (its templates)."""
-        from ..alignment.zeroshot import build_zeroshot_classifier
+        from ..metrics.zeroshot import build_zeroshot_classifier
 
         if not self.classnames:
             raise PredictionError(

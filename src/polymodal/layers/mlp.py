@@ -2,6 +2,7 @@
 
 The fused function runs 3 forward and 7 backward kernels instead of autograd's 5 and 9: the activation's
 constant pre-scale is folded into the two matmuls, so no separate pass over the [T, 4D] activations scales them.
+CPU fp32 products go through oneDNN where it is the faster backend (``layers.gemm``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .gemm import mm_forward, mm_grad_input, mm_grad_weight, use_onednn
 
 
 def quick_gelu(x: Tensor) -> Tensor:
@@ -38,24 +41,39 @@ class FusedMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, act: str) -> Tensor:
         scale, fn, _ = MLP_ACTIVATIONS[act]
-        z = torch.addmm(b1, x, w1.t(), beta=scale, alpha=scale)
+        onednn = use_onednn(x, w1)
+        if onednn:
+            # oneDNN's product has no alpha / beta: the scales go into the (small) weights instead of a pass over
+            # the [T, H] activations
+            s1 = (w1, b1) if scale == 1.0 else (w1 * scale, b1 * scale)
+            z = mm_forward(x, *s1, True)
+        else:
+            z = torch.addmm(b1, x, w1.t(), beta=scale, alpha=scale)
         a = fn(z)
         ctx.save_for_backward(x, w1, w2, z, a)
-        ctx.act = act
+        ctx.act, ctx.onednn = act, onednn
+        if onednn:
+            return mm_forward(a, w2 if scale == 1.0 else w2 * (1 / scale), b2, True)
         return torch.addmm(b2, a, w2.t(), alpha=1 / scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, w1, w2, z, a = ctx.saved_tensors
         scale, _, fn_backward = MLP_ACTIVATIONS[ctx.act]
-        need = ctx.needs_input_grad
-        grad_h = fn_backward(grad.mm(w2), z)  # = ∂loss/∂(x W1ᵀ + b1): the 1/s and s cancel
-        # beta = 0: the first argument only gives the shape, it is not read
-        grad_w2 = torch.addmm(w2, grad.t(), a, beta=0, alpha=1 / scale) if need[3] else None
+        need, onednn = ctx.needs_input_grad, ctx.onednn
+        grad = grad.contiguous()
+        grad_h = fn_backward(mm_grad_input(grad, w2, onednn), z)  # = ∂loss/∂(x W1ᵀ + b1): the 1/s and s cancel
+        grad_w2 = None
+        if need[3]:
+            if onednn:  # the 1/s on the weight-sized result, not on the [T, H] activations
+                grad_w2 = mm_grad_weight(grad, a, True)
+                grad_w2 = grad_w2 if scale == 1.0 else grad_w2.mul_(1 / scale)
+            else:  # beta = 0: the first argument only gives the shape, it is not read
+                grad_w2 = torch.addmm(w2, grad.t(), a, beta=0, alpha=1 / scale)
         grad_b2 = grad.sum(0) if need[4] else None
-        grad_w1 = grad_h.t().mm(x) if need[1] else None
+        grad_w1 = mm_grad_weight(grad_h, x, onednn) if need[1] else None
         grad_b1 = grad_h.sum(0) if need[2] else None
-        grad_x = grad_h.mm(w1) if need[0] else None
+        grad_x = mm_grad_input(grad_h, w1, onednn) if need[0] else None
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
 
 

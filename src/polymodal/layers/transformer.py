@@ -3,7 +3,8 @@
 Written for CLIP's towers (OpenAI CLIP / open_clip ``ResidualAttentionBlock``: x + attn(ln_1(x)),
 x + mlp(ln_2(x))): head split/merge are views (the only copy is the one SDPA's kernel layout needs, and the
 backward assembles the q/k/v gradients with a single copy), ``is_causal`` for text, a one-query path for
-pooled-only outputs, and optional gradient checkpointing per block.
+pooled-only outputs, and optional gradient checkpointing per block. The projections are ``layers.gemm.linear``:
+``F.linear`` whose CPU fp32 products run on oneDNN where that is faster than MKL.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .gemm import linear
 from .mlp import FusedMLP, fused_mlp_supported, quick_gelu
 from .norms import LayerNormFp32
 
@@ -48,13 +50,13 @@ class ResidualAttentionBlock(nn.Module):
     def forward(self, x: Tensor, causal: bool = False, attn_mask: Tensor | None = None) -> Tensor:
         """x [B, N, D]; attn_mask [B, 1, N, N] bool (True = may attend) or None."""
         batch, length, width = x.shape
-        qkv = self.qkv(self.ln_1(x))
+        qkv = linear(self.ln_1(x), self.qkv.weight, self.qkv.bias)
         # [B, N, 3, H, hd] → three [B, H, N, hd] views: no copy before SDPA. Unbinding dim 2 (not a leading
         # dim of a permuted view) makes the backward stack the q/k/v grads straight into the [B, N, 3D] layout
         # of the qkv output: one copy, where permute-then-unbind needs a stack plus a transposing clone.
         q, k, v = (t.transpose(1, 2) for t in qkv.view(batch, length, 3, self.heads, -1).unbind(2))
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None)
-        x = x + self.out_proj(attn.transpose(1, 2).reshape(batch, length, width))
+        x = x + linear(attn.transpose(1, 2).reshape(batch, length, width), self.out_proj.weight, self.out_proj.bias)
         return x + self.mlp(x)
 
     def forward_query(self, x: Tensor, query_index: Tensor | None, key_mask: Tensor | None) -> Tensor:
@@ -67,15 +69,15 @@ class ResidualAttentionBlock(nn.Module):
         # split (not slicing) so that the backward is one cat per tensor instead of zero-filled full-size grads
         w_q, w_kv = self.qkv.weight.split([width, 2 * width])
         b_q, b_kv = self.qkv.bias.split([width, 2 * width])
-        k, v = (t.transpose(1, 2) for t in F.linear(self.ln_1(x), w_kv, b_kv).view(
+        k, v = (t.transpose(1, 2) for t in linear(self.ln_1(x), w_kv, b_kv).view(
             batch, length, 2, self.heads, -1).unbind(2))
         # the query token is picked once and normalised again (one row): a second gather from ln_1(x) would
         # cost another zero-filled [B, N, D] gradient in the backward
         x_q = x[:, 0] if query_index is None else x[torch.arange(batch, device=x.device), query_index]
-        q = F.linear(self.ln_1(x_q), w_q, b_q).view(batch, self.heads, 1, -1)
+        q = linear(self.ln_1(x_q), w_q, b_q).view(batch, self.heads, 1, -1)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, 1, hd]
-        x_q = x_q + self.out_proj(attn.reshape(batch, width))
+        x_q = x_q + linear(attn.reshape(batch, width), self.out_proj.weight, self.out_proj.bias)
         return x_q + self.mlp(x_q)
 
 

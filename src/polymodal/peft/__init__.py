@@ -3,7 +3,7 @@ adapter-only saves, parameter accounting.
 
 Below the models in the import graph (``models → peft → encoders / config``): loading a fine-tuned model imports
 this package and never training code. The ``finetune`` config section it applies is plain data in
-:mod:`polymodal.config_finetune`; the recipes decide when to apply it (``pipeline.train``), the Trainer only sees
+:mod:`polymodal.config.finetune`; the recipes decide when to apply it (``pipeline.train``), the Trainer only sees
 which parameters have ``requires_grad``.
 
 - :mod:`.apply`: ``apply_finetune(model, cfg)`` (one strategy per encoder), ``load_encoder_weights``;

@@ -12,7 +12,7 @@
 Projections, fusion and head train under every strategy except ``linear_probe``. ``apply_finetune`` records the
 resolved config on the model (``model.finetune``) so ``save_pretrained`` writes it to config.json and
 ``from_pretrained`` rebuilds the same architecture before loading weights. The config section itself is plain
-data (:mod:`polymodal.config_finetune`).
+data (:mod:`polymodal.config.finetune`).
 
 Below the models: a "model" here is any module with ``encoders`` (ModuleDict), ``projections``, ``fusion`` and
 ``config.modalities`` (MultimodalModel); nothing from models, training or recipes is imported.
@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..config import ConfigError, config_to_dict
-from ..config_finetune import PEFT_STRATEGIES, FinetuneConfig, parse_finetune_config
+from ..config.finetune import PEFT_STRATEGIES, FinetuneConfig, parse_finetune_config
 from .freeze import freeze_module, keep_norm_stats_frozen
 from .lora import inject_peft
 from .prompt import add_prompt_tuning

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ..config_finetune import FinetuneConfig
+from ..config.finetune import FinetuneConfig
 
 ADAPTABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 

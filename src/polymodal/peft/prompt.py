@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config_finetune import PromptSettings
+from ..config.finetune import PromptSettings
 
 PROMPT_PARAM = "prompt_embeddings"
 

@@ -11,8 +11,8 @@ Layout: ``polymodal/presets/<kind>/<name>.yaml``, each file a mapping ``{descrip
 The files live under the package (not under the repository's ``configs/``) so that a wheel install and an
 editable install both find them through ``importlib.resources``; ``pyproject.toml``'s package-data ships them.
 ``polymodal list presets`` lists them. Files are read with the config files' YAML 1.2 rules
-(``config_values.load_yaml``: ``1e-5`` is a number, ``off`` a word). This module imports nothing from the rest
-of polymodal but ``errors`` and ``config_values``.
+(``config.values.load_yaml``: ``1e-5`` is a number, ``off`` a word). This module imports nothing from the rest
+of polymodal but ``errors`` and ``config.values``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from ..config_values import load_yaml
+from ..config.values import load_yaml
 from ..errors import PolymodalError
 
 SUFFIX = ".yaml"

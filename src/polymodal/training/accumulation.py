@@ -39,6 +39,8 @@ def step_micro_batches(
     batches: Iterator[Batch],
     group_size: Callable[[], int],
     transform: Callable[[Batch], Batch] | None = None,
+    counter: Callable[[Batch], dict[str, float] | None] | None = None,
+    prepare: Callable[[Batch], Batch] | None = None,
 ) -> Iterator[MicroBatch]:
     """Yield micro-batches, each group of ``group_size()`` read (and counted) before the first is yielded.
 
@@ -47,8 +49,9 @@ def step_micro_batches(
     (it draws what the loss depends on, e.g. MLM masks, so that the counts are known before the forward pass).
     Batches stay where the loader put them (CPU): only one micro-batch at a time goes to the device.
     """
-    prepare = getattr(model, "prepare_batch", None)
-    counter = getattr(model, "loss_counts", None)
+    # The task's counter / preparation (tasks.base.Task) when given, else the model's own methods.
+    prepare = prepare or getattr(model, "prepare_batch", None)
+    counter = counter or getattr(model, "loss_counts", None)
     while True:
         size = group_size()
         if size < 1:
@@ -60,7 +63,7 @@ def step_micro_batches(
             group = [transform(batch) for batch in group]
         if prepare is not None:
             group = [prepare(batch) for batch in group]
-        counts = [dict(counter(batch)) if counter is not None else {} for batch in group]
+        counts = [dict(counter(batch) or {}) if counter is not None else {} for batch in group]
         step_counts: dict[str, float] = {}
         for item in counts:
             add_counts(step_counts, item)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..config_finetune import parse_finetune_config
+from ..config.finetune import parse_finetune_config
 from .feature_cache import CachedFeatureDataset, CachedFeatureModel, FeatureCache, cacheable, cached_loader
 
 CACHED_SPLITS = ("train", "val")  # test is evaluated by the saved model on raw inputs

@@ -7,6 +7,10 @@ Layout of ``run_dir/checkpoints/last/``:
   trainer_state.json   counters (epoch, step, batch position), best metric, patience, python / numpy RNG
                        states; written last, so its presence marks a complete checkpoint
 
+Under ``train.strategy: fsdp`` on several processes the model and optimizer go sharded instead
+(``sharded/`` written by torch.distributed.checkpoint + ``extra.pt``; see :mod:`.fsdp`); :func:`load_checkpoint`
+reads both formats into a plain or a sharded model.
+
 Atomicity: a checkpoint is written into a temp directory next to its target, every file fsynced, then swapped
 in with two renames (old → ``.last.old-*``, temp → ``last``); the old one is deleted only after that. A crash
 at any point leaves either the old or the new checkpoint complete: :func:`recover_directory` restores the old
@@ -35,6 +39,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..files import apply_plain_modes, make_temp_dir
+from . import fsdp
 from .reproducibility import python_numpy_rng_state, restore_python_numpy_rng_state
 from .write_errors import translate_write_errors
 
@@ -140,8 +145,16 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def checkpoint_files(path: Path) -> tuple[str, ...]:
+    """The files a complete checkpoint at ``path`` holds: the sharded format's (:mod:`.fsdp`) when its DCP
+    directory is there, else the ordinary one's."""
+    if fsdp.is_sharded_checkpoint(path):
+        return (f"{fsdp.SHARDED_DIR}/.metadata", fsdp.EXTRA_FILE, STATE_FILE)
+    return (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)
+
+
 def is_complete_checkpoint(path: Path) -> bool:
-    return all((Path(path) / name).is_file() for name in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE))
+    return all((Path(path) / name).is_file() for name in checkpoint_files(Path(path)))
 
 
 def torch_rng_state() -> dict[str, Any]:
@@ -171,13 +184,7 @@ def save_checkpoint(
     checkpoint at ``path`` is then still complete.
     """
     path = Path(path)
-
-    def kept() -> str:
-        if is_complete_checkpoint(path):
-            return f"the last complete checkpoint is kept at {path}"
-        return "no complete checkpoint had been written yet"
-
-    with translate_write_errors(path, kept), atomic_directory(path) as tmp:
+    with write_checkpoint_directory(path, trainer_state) as tmp:
         save_model(model, str(tmp / MODEL_FILE))
         tensors = {
             "optimizer": optimizer.state_dict(),
@@ -186,9 +193,25 @@ def save_checkpoint(
             "rng": torch_rng_state(),
         }
         torch.save(tensors, tmp / OPTIMIZER_FILE)
+    return path
+
+
+@contextmanager
+def write_checkpoint_directory(path: Path, trainer_state: dict[str, Any]) -> Iterator[Path]:
+    """The temp directory a checkpoint's files go into; after the block ``trainer_state.json`` is written (last:
+    its presence marks a complete checkpoint) and the directory swapped in for ``path`` (:func:`atomic_directory`).
+    Write failures become DiskFullError naming the checkpoint still complete. Both formats (this module's and
+    the sharded one of :mod:`.fsdp`) are written through it."""
+
+    def kept() -> str:
+        if is_complete_checkpoint(path):
+            return f"the last complete checkpoint is kept at {path}"
+        return "no complete checkpoint had been written yet"
+
+    with translate_write_errors(path, kept), atomic_directory(path) as tmp:
+        yield tmp
         payload = {"format_version": FORMAT_VERSION, **trainer_state, "rng": python_numpy_rng_state()}
         (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1))
-    return path
 
 
 def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -209,12 +232,41 @@ def load_checkpoint(
     scaler: Any = None,
     restore_rng: bool = True,
 ) -> dict[str, Any]:
-    """Restore a checkpoint into the given objects; return the trainer state dict (counters, metrics)."""
+    """Restore a checkpoint into the given objects; return the trainer state dict (counters, metrics).
+
+    Either format into either kind of model: an ordinary checkpoint into a plain or a sharded (FSDP) model, a
+    sharded one (saved on any number of processes) into a sharded model on any number of processes or into a
+    plain model in one process (DCP reshards). Raises FileNotFoundError (incomplete checkpoint) or ValueError
+    (weights or optimizer state that do not fit the model).
+    """
     path = Path(path)
     if not is_complete_checkpoint(path):
-        missing = [n for n in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE) if not (path / n).is_file()]
+        missing = [n for n in checkpoint_files(path) if not (path / n).is_file()]
         raise FileNotFoundError(f"checkpoint {path} is incomplete or missing (no {', '.join(missing)})")
     state = read_trainer_state(path)
+    if fsdp.is_sharded_checkpoint(path):
+        extra = fsdp.load_sharded_checkpoint(path, model, optimizer, scheduler, scaler)
+        fsdp.warn_if_resharded(state, path)
+    else:
+        extra = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        if fsdp.is_sharded(model):
+            fsdp.load_full_checkpoint_into_sharded(path, model, optimizer, extra)
+        else:
+            _load_full_checkpoint(path, model, optimizer, extra)
+        if scheduler is not None and extra.get("scheduler") is not None:
+            scheduler.load_state_dict(extra["scheduler"])
+        if scaler is not None and extra.get("scaler") is not None:
+            scaler.load_state_dict(extra["scaler"])
+    for key in ("world_size", "strategy"):  # how it was saved, not trainer counters
+        state.pop(key, None)
+    if restore_rng:
+        restore_torch_rng_state(extra["rng"])
+        restore_python_numpy_rng_state(state["rng"])
+    return state
+
+
+def _load_full_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                          extra: dict[str, Any]) -> None:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False, device=str(device))
     if missing or unexpected:
@@ -222,7 +274,6 @@ def load_checkpoint(
             f"{path / MODEL_FILE} does not fit this model: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
-    extra = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
     if optimizer is not None:
         try:
             optimizer.load_state_dict(extra["optimizer"])
@@ -231,14 +282,6 @@ def load_checkpoint(
                 f"{path / OPTIMIZER_FILE}: optimizer state does not match the model's trainable parameters "
                 f"({err}); did the set of frozen parameters change since the checkpoint?"
             ) from err
-    if scheduler is not None and extra.get("scheduler") is not None:
-        scheduler.load_state_dict(extra["scheduler"])
-    if scaler is not None and extra.get("scaler") is not None:
-        scaler.load_state_dict(extra["scaler"])
-    if restore_rng:
-        restore_torch_rng_state(extra["rng"])
-        restore_python_numpy_rng_state(state["rng"])
-    return state
 
 
 def save_model_weights(model: nn.Module, directory: str | os.PathLike) -> Path:

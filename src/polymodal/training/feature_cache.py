@@ -214,7 +214,7 @@ class FeatureCache:
     @torch.no_grad()
     def _build(self, model: nn.Module, loader: DataLoader, name: str, directory: Path,
                fingerprint: dict[str, str], store: str) -> dict[str, Any]:
-        from ..model import atomic_write_text
+        from ..files import atomic_write_text
 
         directory.mkdir(parents=True, exist_ok=True)
         encoder = model.encoders[name]
@@ -250,7 +250,7 @@ class FeatureCache:
     @staticmethod
     def _write_shard(directory: Path, number: int, parts: list[dict[str, Tensor]]) -> dict[str, Any]:
         from ..data import pad_stack
-        from ..model import atomic_save_safetensors
+        from ..files import atomic_save_safetensors
 
         tensors = {}
         for key in parts[0]:

@@ -1,7 +1,7 @@
 """Compatibility names: fine-tuning moved below the models.
 
 The ``finetune`` config section (``FinetuneConfig``, ``parse_finetune_config``, strategy names and descriptions)
-is plain data in :mod:`polymodal.config_finetune`; applying it to a built model (``apply_finetune``, freezing,
+is plain data in :mod:`polymodal.config.finetune`; applying it to a built model (``apply_finetune``, freezing,
 ``load_encoder_weights``, parameter accounting) is :mod:`polymodal.peft`. Loading a model therefore never imports
 training code. These re-exports keep ``from polymodal.training.finetune import ...`` working; new code imports
 from the new homes.
@@ -9,7 +9,7 @@ from the new homes.
 
 from __future__ import annotations
 
-from ..config_finetune import (
+from ..config.finetune import (
     FREEZING_STRATEGIES,
     PEFT_STRATEGIES,
     STRATEGY_DESCRIPTIONS,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, from_dict
-from ..model import atomic_write_text
+from ..files import atomic_write_text
 from ..presets import load_preset
 
 AUDIO = load_preset("encoders", "finetune-demo-audio")  # polymodal/presets/encoders/finetune-demo-audio.yaml

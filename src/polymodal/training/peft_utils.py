@@ -5,7 +5,7 @@ imports training code). Injection and merging: :mod:`polymodal.peft.lora`; adapt
 
 from __future__ import annotations
 
-from ..model import load_adapter
+from ..models import load_adapter
 from ..peft.adapters import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_FORMAT,

@@ -103,17 +103,11 @@ def config_hash(config: Any) -> str:
 
 
 def task_of(config: Any) -> str:
-    """The task a config trains: its ``task`` field when it has one, else from its class (Config →
-    classification, AlignmentConfig → alignment)."""
+    """The task a run config trains (its ``task``); "unknown" for anything else."""
     task = getattr(config, "task", None)
     if isinstance(task, str) and task:
         return task
-    name = type(config).__name__
-    if name == "Config":
-        return "classification"
-    if name == "TrainConfig" or not name.endswith("Config"):  # a Trainer given no full config: nothing says
-        return "unknown"
-    return name.removesuffix("Config").removesuffix("Run").lower()  # AlignmentRunConfig -> alignment
+    return "unknown"  # a Trainer given no run config (a TrainConfig alone): nothing says
 
 
 def final_metrics(summary: dict[str, Any]) -> dict[str, float]:

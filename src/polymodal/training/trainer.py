@@ -31,15 +31,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import ConfigError, TrainConfig, save_config
+from ..tasks.base import Task
+from ..tasks.base import mean_loss as _mean_loss
 from ..threads import apply_thread_policy
 from . import distributed as dist_utils
+from . import fsdp
 from .accumulation import share_of_step, step_micro_batches
 from .checkpoint import (
     is_complete_checkpoint,
     load_checkpoint,
     recover_directory,
     save_checkpoint,
-    save_model_weights,
 )
 from .interrupt import StopSignals
 from .logging import MetricLogger, make_progress
@@ -65,37 +67,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocast=None) -> dict[str, float]:
-    """Classifiers: accuracy / macro-F1 / loss (evaluation.evaluate_classifier); other models: mean loss."""
-    if hasattr(model, "task") and hasattr(model, "labels"):
-        from ..evaluation.classification import evaluate_classifier
-
-        return evaluate_classifier(model, loader, device, autocast)
+    """Validation of a model whose forward returns its own loss (no task given): the mean loss."""
     return {"loss": mean_loss(model, loader, device, autocast)}
 
 
-@torch.no_grad()
 def mean_loss(model: nn.Module, loader: DataLoader, device: torch.device, autocast=None) -> float:
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
+    """Sample-weighted mean of ``model(batch).loss`` over ``loader`` (see tasks.base.mean_loss)."""
+    return _mean_loss(Task(), model, loader, device, autocast)
+
+
+def _task_of_model(model: nn.Module) -> Task:
+    from ..tasks import UnknownTaskError, task_of
+
     try:
-        for batch in loader:
-            batch = batch.to(device)
-            with autocast() if autocast is not None else contextlib.nullcontext():
-                output = model(batch)
-            if output.loss is None:
-                raise ValueError("the model returned no loss on a validation batch: does the data have labels?")
-            total += float(output.loss) * len(batch)
-            count += len(batch)
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("the validation loader yielded no batches")
-    return total / count
+        return task_of(model)
+    except UnknownTaskError:
+        return Task()
 
 
 class Trainer(RunGuards):
-    """Fit a model whose ``forward(batch)`` returns an object with ``.loss``.
+    """Fit a model for a task: ``task.training_output(model, model(batch), batch).loss`` is minimised and
+    ``task.validate`` gives the validation metrics (``evaluate_fn`` overrides it). The Trainer knows no task by
+    name; without a task the model's forward must return its own ``.loss`` and validation is the mean loss.
 
     run_dir layout: ``checkpoints/last/`` (resume state), ``best/`` (best model by ``train.monitor``, saved
     with ``save_pretrained``), ``metrics.jsonl`` / ``metrics.csv`` (step and epoch rows), ``config.yaml``,
@@ -116,11 +109,15 @@ class Trainer(RunGuards):
         evaluate_fn: EvaluateFn | None = None,
         verbose: bool = True,
         epoch_callback: Callable[[int, dict[str, Any]], None] | None = None,
+        task: Task | None = None,
     ):
         dist_utils.init_distributed(train_config.device)  # torchrun: join the group (no-op for one process)
         self.distributed = dist_utils.is_initialized()
         self.is_main = dist_utils.is_main()
         self.cfg = train_config
+        # Without an explicit task: the task the model records (every polymodal model sets task_name); a plain
+        # module whose forward returns its own .loss gets the base Task (mean-loss validation).
+        self.task = task if task is not None else _task_of_model(model)
         self.verbose = verbose
         # Called with (epoch, epoch row) after each validation, on every rank; it may raise to end the run (a tune
         # trial's pruning raises a PolymodalError whose tracker_status is "pruned").
@@ -134,8 +131,9 @@ class Trainer(RunGuards):
         self.device = dist_utils.device_for_rank(resolve_device(self.cfg.device))
         self.model = model.to(self.device)
         # forward_model runs training forwards: DDP averages gradients over ranks (and broadcasts rank 0's initial
-        # weights); self.model stays the plain module for evaluation, saving and the guards.
-        self.forward_model = self._wrap_ddp(self.model) if self.distributed else self.model
+        # weights); self.model stays the plain module for evaluation, saving and the guards. Under FSDP the model is
+        # sharded in place (its forwards are collective: see _evaluate, _save_checkpoint, training/fsdp.py).
+        self.forward_model = self._wrap_ddp(self.model)
         self.run_dir = Path(run_dir or self.cfg.out_dir)
         self.config = config
         self.evaluate_fn = evaluate_fn
@@ -167,7 +165,13 @@ class Trainer(RunGuards):
 
     # ------------------------------------------------------------------------------------------ setup
 
-    def _wrap_ddp(self, model: nn.Module) -> nn.Module:
+    def _wrap_ddp(self, model: nn.Module):
+        """The training forward: DDP, or with ``train.strategy: fsdp`` the model sharded in place (training/fsdp.py);
+        the model itself in one process."""
+        if fsdp.wants_fsdp(self.cfg, self.distributed):
+            return fsdp.ShardedForward(fsdp.shard_model(model, self.device))
+        if not self.distributed:
+            return model
         from torch.nn.parallel import DistributedDataParallel
 
         if not any(p.requires_grad for p in model.parameters()):
@@ -196,9 +200,16 @@ class Trainer(RunGuards):
         if self.val_loader is None:
             # Nothing to validate on: the best model is the one with the lowest epoch-mean training loss.
             return "train_loss", "min"
-        if not self.cfg.monitor.startswith(("val_", "train_")):
-            raise ConfigError(f"train.monitor: {self.cfg.monitor!r} must start with val_ or train_ (e.g. val_accuracy)")
-        return self.cfg.monitor, self.cfg.monitor_mode
+        monitor, mode = self.cfg.monitor, self.cfg.monitor_mode
+        if monitor is None:  # the task's default (config.TASK_CONFIGS), else the validation loss
+            from ..config import TASK_CONFIGS
+
+            spec = TASK_CONFIGS.get(self.task.name)
+            monitor, default_mode = spec.monitor if spec is not None else ("val_loss", "min")
+            mode = mode or default_mode
+        if not monitor.startswith(("val_", "train_")):
+            raise ConfigError(f"train.monitor: {monitor!r} must start with val_ or train_ (e.g. val_accuracy)")
+        return monitor, mode or ("min" if monitor.endswith("loss") else "max")
 
     def _fresh_state(self) -> dict[str, Any]:
         return {
@@ -302,6 +313,8 @@ class Trainer(RunGuards):
         micro_batches = step_micro_batches(
             self.model,
             batches,
+            counter=lambda b: self.task.loss_counts(self.model, b),
+            prepare=lambda b: self.task.prepare_batch(self.model, b),
             group_size=lambda: min(cfg.grad_accum, self.batches_per_epoch - state["batches_done"]),
             transform=None if self.modality_dropout is None else lambda b: self.modality_dropout(b, training=True),
         )
@@ -312,10 +325,8 @@ class Trainer(RunGuards):
             defer_sync = self.distributed and pending + 1 < group
             with self.forward_model.no_sync() if defer_sync else contextlib.nullcontext():
                 with self.autocast():
-                    output = self.forward_model(batch)
+                    output = self.task.training_output(self.model, self.forward_model(batch), batch)
                 loss = output.loss
-                if loss is None:
-                    raise ValueError("the model returned no loss for a training batch: does the data have labels?")
                 self._check_finite(loss, "loss", batch)
                 share = share_of_step(output, micro, len(batch))  # Σ over the step's micro-batches = the step loss
                 self.scaler.scale(share).backward()
@@ -400,11 +411,12 @@ class Trainer(RunGuards):
     def _evaluate(self) -> dict[str, float]:
         """Validation metrics over exactly the split's N samples: rank 0 evaluates the whole split (no shard
         padding, contrastive losses local) and broadcasts, so every rank sees the single-process numbers."""
-        evaluate = self.evaluate_fn or (lambda m, loader, d: default_evaluate(m, loader, d, self.autocast))
+        evaluate = self.evaluate_fn or (
+            lambda m, loader, d: self.task.validate(m, loader, d, self.autocast, self.config))
         if not self.distributed:
             return evaluate(self.model, self.val_loader, self.device)
         metrics = None
-        if self.is_main:
+        if self.is_main or fsdp.is_sharded(self.model):  # FSDP forwards are collective: every rank evaluates
             with dist_utils.local_objectives():
                 metrics = evaluate(self.model, self.val_loader, self.device)
         return dist_utils.broadcast_object(metrics)
@@ -446,8 +458,7 @@ class Trainer(RunGuards):
         improved = best is None or (value > best if self.monitor_mode == "max" else value < best)
         if improved:
             state["best_metric"], state["best_epoch"], state["bad_epochs"] = value, state["epoch"], 0
-            if self.is_main:
-                save_model_weights(self.model, self.best_dir)
+            fsdp.save_best_model(self.model, self.best_dir)  # rank 0 writes (FSDP: every rank gathers first)
         else:
             state["bad_epochs"] += 1
         row["best"] = improved
@@ -480,7 +491,10 @@ class Trainer(RunGuards):
             state["epoch_loss_sum"], state["epoch_loss_count"] = self._epoch_loss_totals()
         if self.modality_dropout is not None:
             state["modality_dropout_rng"] = self.modality_dropout.state_dict()["generator"].tolist()
-        if self.is_main:
+        if fsdp.is_sharded(self.model):  # every rank writes its shard (torch.distributed.checkpoint)
+            fsdp.save_sharded_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.scaler,
+                                         state)
+        elif self.is_main:
             # DDP keeps the ranks' weights, optimizer and RNG identical, so rank 0's state is every rank's.
             save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.scaler, state)
         dist_utils.barrier()  # nobody moves on (or exits) before the checkpoint is complete

@@ -154,7 +154,7 @@ def render_html(summary: dict[str, Any], importances, importance_note, png: byte
 
 
 def write_report(summary: dict[str, Any], study, optuna, study_dir: Path) -> dict[str, Path]:
-    from ..model import atomic_write_text
+    from ..files import atomic_write_text
 
     importances, note = importance(study, optuna)
     summary["importance"] = importances

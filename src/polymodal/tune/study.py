@@ -227,12 +227,7 @@ def _short(value: Any) -> str:
 
 def load_base(config_path: str | Path, overrides: list[str]) -> tuple[dict[str, Any], Config]:
     """The study's base config as plain data (trial values are applied to this) and validated."""
-    from ..alignment.recipe import is_alignment_config
-
     data = read_config_file(config_path)
-    if is_alignment_config(data):
-        raise TuneError(f"{config_path} is an alignment config: polymodal tune searches classification configs "
-                        "(a model with a head) for now")
     apply_overrides(data, list(overrides))
     return data, from_dict(Config, copy.deepcopy(data))
 
@@ -392,8 +387,9 @@ def _test_once(best, best_run: Path, study_dir: Path) -> dict[str, Any] | None:
 def evaluate_test(run_dir: Path, out: Path) -> dict[str, Any] | None:
     """The one read of the test split: the evaluation report (quality with bootstrap CIs) of the best model.
     None when the data has no test split."""
-    from ..evaluation.report import ReportOptions, evaluate_path
-    from ..model import MultimodalModel
+    from ..evaluation.report import ReportOptions
+    from ..recipes.evaluate import evaluate_path
+    from ..models import MultimodalModel
 
     model = MultimodalModel.from_pretrained(run_dir / "best")
     data = getattr(model, "data_config", None) or {}

@@ -26,7 +26,7 @@ from polymodal.evaluation.report import (
     render_markdown,
 )
 from polymodal.evaluation.report.kinds import SectionInput
-from polymodal.model import MultimodalModel
+from polymodal.models import MultimodalModel
 from polymodal.types import Batch
 
 TINY = {"image": {"kind": "image", "encoder": "image_cnn", "options": {"channels": [4]},

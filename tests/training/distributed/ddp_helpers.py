@@ -23,9 +23,9 @@ from finetune_fixtures import tiny_config  # noqa: E402
 from run_fixtures import BatchRows  # noqa: E402
 
 from polymodal.alignment import AlignmentModel  # noqa: E402
-from polymodal.alignment.model import AlignmentConfig  # noqa: E402
+from polymodal.models.aligner import AlignmentConfig  # noqa: E402
 from polymodal.config import TrainConfig, from_dict  # noqa: E402
-from polymodal.model import MultimodalModel  # noqa: E402
+from polymodal.models import MultimodalModel  # noqa: E402
 
 TIMEOUT_S = 240
 

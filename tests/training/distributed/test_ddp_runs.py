@@ -13,7 +13,7 @@ import pytest
 import torch
 from ddp_helpers import classifier, loader, max_difference, rows, spawn, train_config, weights
 
-from polymodal.evaluation.classification import evaluate_classifier
+from polymodal.metrics.classification import evaluate_classifier
 from polymodal.training import Trainer
 from polymodal.training.checkpoint import load_checkpoint
 from polymodal.training.interrupt import TrainingInterrupted

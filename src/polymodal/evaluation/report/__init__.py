@@ -3,7 +3,7 @@
     report = build_report(model, loader, options=ReportOptions(bootstrap=1000))   # a JSON-ready dict
     paths = write_report(report, "eval_out")   # report.json (validated), report.md, report.html
 
-:func:`evaluate_path` does the whole job for ``polymodal eval``: load a model or run directory, rebuild the
+``polymodal.recipes.evaluate.evaluate_path`` does the whole job for ``polymodal eval``: load a model or run directory, rebuild the
 split it was trained on (or read a manifest), build the report and write it with ``metrics.json`` (the
 classification report) and ``predictions.json`` (per-sample probabilities, for ``eval --compare``).
 
@@ -14,14 +14,14 @@ NaN).
 Layout: ``build`` (dispatch) · ``kinds`` (the REPORT_KINDS registry) · ``sections/`` (one file per kind of model:
 classification, alignment; shared robustness and training sections) · ``provenance`` · ``schema`` ·
 ``summary`` (headline + CI notes) · ``markdown`` · ``html`` · ``loading`` (model + config rebuild) ·
-``evaluate`` (write_report, evaluate_path). A new kind of model adds its sections in one new file under
+``evaluate`` (write_report). A new kind of model adds its sections in one new file under
 ``sections/`` (a :class:`ReportKind` registered with ``@REPORT_KINDS.register(name)``).
 """
 
 from __future__ import annotations
 
 from .build import build_report
-from .evaluate import evaluate_path, write_report
+from .evaluate import write_report
 from .kinds import REPORT_KINDS, ReportKind, SectionInput, kind_for_model, kind_for_report
 from .loading import eval_config_for, is_alignment, load_any_model
 from .markdown import render_markdown
@@ -51,7 +51,6 @@ __all__ = [
     "config_hash",
     "data_fingerprint",
     "eval_config_for",
-    "evaluate_path",
     "headline_rows",
     "interval_notes",
     "is_alignment",

@@ -46,8 +46,13 @@ class ReportKind:
     priority: ClassVar[int] = 0
 
     def matches(self, model: Any) -> bool:
-        """True when this kind reports on ``model``."""
-        raise NotImplementedError
+        """True when this kind reports on ``model``: the report kind its task names (``Task.report_kind``)."""
+        from ...tasks import UnknownTaskError, task_of
+
+        try:
+            return task_of(model).report_kind == self.name
+        except UnknownTaskError:
+            return False
 
     def quality(self, data: SectionInput) -> dict[str, Any]:
         """Top-level report keys this kind fills from the model's outputs (its ``section``, predictions ...)."""

@@ -9,30 +9,20 @@ from typing import Any
 
 
 def is_alignment(model: Any) -> bool:
-    """True for an alignment model (an AlignmentModel, or any model without a classification head)."""
-    if getattr(model, "is_ensemble", False):  # an EnsembleModel of classifiers: no head of its own
-        return False
-    return type(model).__name__ == "AlignmentModel" or not hasattr(model, "head")
+    """True for a model of the alignment task (its recorded task, ``tasks.task_of``)."""
+    from ...tasks import task_of
+
+    return task_of(model).name == "alignment"
 
 
 def load_any_model(path: str | Path) -> tuple[Any, Path]:
-    """(model, model_dir): a MultimodalModel or AlignmentModel from a model directory or a run directory (its
-    best/ model), chosen by the ``architecture`` recorded in config.json."""
+    """(model, model_dir): the model of a model directory or a run directory (its best/), rebuilt by the task its
+    config.json records (``tasks.load_model``)."""
     from ...inference import resolve_model_dir
+    from ...tasks import load_model
 
     model_dir = resolve_model_dir(path)
-    payload = json.loads((model_dir / "config.json").read_text())
-    if payload.get("architecture") == "AlignmentModel":
-        from ...alignment import AlignmentModel
-
-        return AlignmentModel.from_pretrained(model_dir), model_dir
-    if payload.get("architecture") == "EnsembleModel":
-        from ...ensemble.model import EnsembleModel
-
-        return EnsembleModel.from_pretrained(model_dir), model_dir
-    from ...model import MultimodalModel
-
-    return MultimodalModel.from_pretrained(model_dir), model_dir
+    return load_model(model_dir), model_dir
 
 
 def run_dir_of(path: Path, model_dir: Path) -> Path | None:
@@ -62,10 +52,12 @@ def run_config(run_dir: Path | None) -> dict[str, Any]:
 
 
 def eval_config_for(model: Any, data_manifest: str | None, split: str, run_config: dict[str, Any] | None = None):
-    """The Config to evaluate a saved model: its modalities + the data it was trained on (or a manifest).
+    """The run config to evaluate a saved model: its task and model section + the data it was trained on (or a
+    manifest) + the run's task sections (alignment: eval, zeroshot).
 
     Raises FileNotFoundError for a missing ``data_manifest`` and ValueError when the model records no data."""
-    from ...config import Config, DataConfig, ModelConfig, from_dict
+    from ...config import TASK_CONFIGS, DataConfig, RunConfig, from_dict
+    from ...tasks import task_of
 
     data = dict(getattr(model, "data_config", None) or (run_config or {}).get("data") or {})
     if data_manifest:
@@ -74,14 +66,10 @@ def eval_config_for(model: Any, data_manifest: str | None, split: str, run_confi
         data.update({"name": None, "train": None, "val": None, "test": None, split: data_manifest})
     elif not data:
         raise ValueError("this model directory does not record its training data: pass --data MANIFEST")
-    config = Config()
-    if is_alignment(model):
-        config.model = ModelConfig(modalities=dict(model.config.modalities))
-        labels = ((run_config or {}).get("model") or {}).get("head", {}).get("labels") or []
-        config.model.head = dataclasses.replace(config.model.head, labels=list(labels))
-    else:
-        config.model = model.config
-    config.data = from_dict(DataConfig, data, "data")
+    task = task_of(model).name
+    sections = {name: (run_config or {}).get(name) for name in TASK_CONFIGS[task].sections
+                if (run_config or {}).get(name) is not None}
+    config = RunConfig(task=task, model=model.config, data=from_dict(DataConfig, data, "data"), sections=sections)
     if (run_config or {}).get("train", {}).get("seed") is not None:
         config.train = dataclasses.replace(config.train, seed=int(run_config["train"]["seed"]))
     return config

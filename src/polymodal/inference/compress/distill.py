@@ -143,7 +143,7 @@ def distill(teacher_dir: str | os.PathLike, student: dict[str, Any], out_dir: st
     teacher that is not a classifier; the Trainer's errors (diverged run, locked run directory) as for train.
     """
     from ...config import Config, from_dict
-    from ...model import MultimodalModel
+    from ...models import MultimodalModel
     from ...pipeline import evaluate_model, prepare
     from ...training import Trainer, seed_everything
     from ...training.run_lock import RunLock

@@ -114,10 +114,10 @@ def build_tiny_model(modalities: dict[str, dict[str, Any]], fusion: str = "conca
         from ...alignment import clip_native  # noqa: F401  (registers clip_vision / clip_text)
     torch.manual_seed(seed)
     if alignment:
-        from ...alignment.model import AlignmentConfig, AlignmentModel
+        from ...models.aligner import AlignmentConfig, AlignmentModel
 
         return AlignmentModel(from_dict(AlignmentConfig, {"modalities": modalities, "embed_dim": 16})).eval()
-    from ...model import MultimodalModel
+    from ...models import MultimodalModel
 
     config = from_dict(ModelConfig, {"modalities": modalities, "fusion": {"name": fusion, "dim": 16},
                                      "head": {"labels": [str(d) for d in range(10)]}})

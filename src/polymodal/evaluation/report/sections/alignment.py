@@ -25,7 +25,7 @@ RANK_BINS = ((1, 1), (2, 2), (3, 5), (6, 10), (11, 20), (21, 50), (51, 100), (10
 
 def collected(model: Any, batches: list, transform=None, device: str = "cpu"):
     """collect_embeddings over the batches (each passed through ``transform`` first, e.g. a corruption)."""
-    from ....alignment.evaluate import collect_embeddings
+    from ....metrics.alignment import collect_embeddings
 
     return collect_embeddings(model, (transform(b) if transform else b for b in batches), device=device)
 
@@ -89,8 +89,8 @@ def alignment_quality(model: Any, batches: list, options: ReportOptions, labels:
     report (instance + class level, zero-shot), the instance headline with its bootstrap CI, and the rank
     histogram: every instance number from ``alignment.evaluate.instance_retrieval`` (own pair or an identical
     copy counts), so the table, the headline, the CI and ``metrics.json`` of the run agree."""
-    from ....alignment.evaluate import evaluate_alignment
-    from ....alignment.metrics import INSTANCE_DEFINITION
+    from ....metrics.alignment import evaluate_alignment
+    from ....metrics.retrieval import INSTANCE_DEFINITION
 
     data = collected(model, batches, device=options.device)
     full = evaluate_alignment(model, data, class_names=labels or None, device=options.device, keep_ranks=True)
@@ -122,7 +122,7 @@ def alignment_quality(model: Any, batches: list, options: ReportOptions, labels:
 
 def instance_definition(retrieval: dict[str, Any]) -> str:
     """The instance-level definition the report was made with (the current one for older reports)."""
-    from ....alignment.metrics import INSTANCE_DEFINITION
+    from ....metrics.retrieval import INSTANCE_DEFINITION
 
     return retrieval.get("instance_definition") or INSTANCE_DEFINITION
 
@@ -136,10 +136,6 @@ class AlignmentReport(ReportKind):
     headline = ("mean_R@1", "mean_R@5", "mean_R@10", "mean_zeroshot_top1", "instance_mean_R@1",
                 "instance_mean_recall")
 
-    def matches(self, model: Any) -> bool:
-        from ..loading import is_alignment
-
-        return is_alignment(model)
 
     def quality(self, data: SectionInput) -> dict[str, Any]:
         retrieval, ranks = alignment_quality(data.model, data.batches, data.options, data.labels)
@@ -170,7 +166,7 @@ class AlignmentReport(ReportKind):
             lines += [f"### Retrieval {pair}", "", f"Instance level: {instance_definition(retrieval)}.", "",
                       md_table(["metric", "value"], rows), ""]
         if retrieval.get("evaluate_alignment"):
-            from ....alignment.evaluate import format_alignment_table
+            from ....metrics.alignment import format_alignment_table
 
             try:
                 table = format_alignment_table(retrieval["evaluate_alignment"])

@@ -19,9 +19,9 @@ def _bootstrap_intervals(y_true: np.ndarray, probs: np.ndarray, task: str, optio
     (3/3 correct → [0.29, 1.0], not a zero-width bootstrap [1, 1]). Macro-F1, ROC-AUC, ECE: percentile bootstrap,
     all on the SAME resample indices (one seed), so they are mutually consistent; a degenerate bootstrap is
     flagged (``degenerate``, ``note``)."""
+    from ....metrics.classification import classification_report
     from ...bootstrap import macro_f1_for
     from ...calibration import expected_calibration_error
-    from ...classification import classification_report
     from ...intervals import PROPORTION_CI, guarded_bootstrap_ci, proportion_ci
 
     result: dict[str, Any] = {"n_resamples": options.bootstrap, "confidence": options.confidence,
@@ -63,8 +63,8 @@ def classification_quality(y_true: np.ndarray, probs: np.ndarray, labels: list[s
     ``y_true``: [N] class indices ([N, C] 0/1 for multilabel); ``probs``: [N, C] probabilities; ``task``:
     multiclass, binary or multilabel. Metric definitions follow scikit-learn (see evaluation.classification).
     """
+    from ....metrics.classification import classification_report
     from ...calibration import calibration_report
-    from ...classification import classification_report
     from ...curves import one_vs_rest_curves
 
     report = classification_report(y_true, probs, labels, task)
@@ -96,13 +96,9 @@ class ClassificationReport(ReportKind):
     section = "quality"
     headline = ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "ece", "loss")
 
-    def matches(self, model: Any) -> bool:
-        from ..loading import is_alignment
-
-        return not is_alignment(model)
 
     def quality(self, data: SectionInput) -> dict[str, Any]:
-        from ...classification import _run_model
+        from ....metrics.classification import _run_model
 
         y_true, probs, ids, loss = _run_model(data.model, data.batches, data.options.device)
         if y_true is None:
@@ -128,13 +124,13 @@ class ClassificationReport(ReportKind):
         notes += degenerate_notes(quality)
         classification = quality.get("classification_report") or {}
         if classification.get("no_support_classes"):
-            from ...classification import support_note
+            from ....metrics.classification import support_note
 
             notes.append(f"Classes: {support_note(classification)}.")
         return notes
 
     def markdown(self, report: dict[str, Any]) -> list[str]:
-        from ...classification import format_report_table
+        from ....metrics.classification import format_report_table
 
         quality = report.get(self.section)
         if not quality:
@@ -145,7 +141,7 @@ class ClassificationReport(ReportKind):
                 f"classwise ECE {fmt(cal['classwise_ece'])}, Brier {fmt(cal['brier'])}, NLL {fmt(cal['nll'])}.", ""]
 
     def html(self, report: dict[str, Any]) -> list[str]:
-        from ...classification import format_report_table
+        from ....metrics.classification import format_report_table
 
         quality = report.get(self.section)
         if not quality:

@@ -82,7 +82,7 @@ def alignment_robustness(model: Any, batches: list, options: ReportOptions) -> d
     """Instance-level mean R@1 (the report's headline) under batch-level corruptions (log-mel audio is left out:
     noise at an SNR must be added to the waveform). Copies are decided on the CLEAN inputs, so a noisy copy
     of an image still counts as a copy. ``relative_robustness``: area under the curve / (clean × severity span)."""
-    from ....alignment.evaluate import instance_retrieval
+    from ....metrics.alignment import instance_retrieval
     from ...corruptions import apply_corruption, get_corruption
     from .alignment import collected
 

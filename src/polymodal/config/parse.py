@@ -1,6 +1,6 @@
 """Dataclass configs ↔ YAML/JSON, validated with errors that name the offending key.
 
-A config is data: ``load_config("recipe.yaml", ["train.epochs=3"])`` gives a ``Config``;
+A config is data: ``load_config("recipe.yaml", ["train.epochs=3"])`` gives a ``RunConfig`` (:mod:`.run`);
 ``config_to_dict`` gives back plain JSON-ready data. Every saved run / model directory stores the
 resolved config so any number can be traced to what produced it.
 
@@ -25,14 +25,13 @@ import math
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from .config_values import Bounds, YAML12Loader, bounds, load_yaml  # noqa: F401 (re-exported)
-from .errors import PolymodalError
+from ..errors import PolymodalError
+from .values import Bounds, YAML12Loader, bounds, load_yaml  # noqa: F401 (re-exported)
 
 
 class ConfigError(PolymodalError, ValueError):
@@ -50,132 +49,6 @@ def _check_bounds(value: Any, metadata: Any, key: str) -> None:
             where = key if i is None else f"{key}[{i}]"
             note = f" ({metadata['bounds_note']})" if metadata.get("bounds_note") else ""
             raise ConfigError(f"{where}: must be {limits.describe()}{note}, got {item!r}; set a value in that range")
-
-
-# ---------------------------------------------------------------------------------------------- sections
-
-
-@dataclass
-class ModalityConfig:
-    """One input modality: which kind of data, which encoder, how to preprocess."""
-
-    kind: Literal["image", "audio", "text"]
-    encoder: str = "auto"  # registry name; "auto" = the tiny preset of this kind, or "hf" when pretrained is set
-    pretrained: str | None = None  # Hugging Face checkpoint name or local directory
-    freeze: bool = False
-    column: str | None = None  # manifest column; defaults to the modality name
-    options: dict[str, Any] = field(default_factory=dict)  # encoder constructor options
-    processor: dict[str, Any] = field(default_factory=dict)  # processor options, validated by the processor
-
-
-# What ``encoder: auto`` means: the tiny from-scratch preset of each kind, or the Hugging Face encoder when
-# ``pretrained`` is set. Data of the config layer, so a config's encoder can be named without importing encoders.
-DEFAULT_PRESETS = {"image": "image_cnn", "audio": "audio_cnn", "text": "text_transformer"}
-HF_ENCODER = "hf"
-
-
-def resolve_encoder_name(cfg: ModalityConfig) -> str:
-    """The encoder registry name ``cfg`` asks for ("auto" resolved). Raises ConfigError for an unknown kind."""
-    if cfg.encoder != "auto":
-        return cfg.encoder
-    if cfg.pretrained:
-        return HF_ENCODER
-    if cfg.kind not in DEFAULT_PRESETS:
-        raise ConfigError(f"unknown modality kind {cfg.kind!r}; expected one of {sorted(DEFAULT_PRESETS)}")
-    return DEFAULT_PRESETS[cfg.kind]
-
-
-@dataclass
-class FusionConfig:
-    name: str = "concat"
-    dim: int = field(default=128, metadata=bounds(ge=1))  # every modality is projected to this width before fusion
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class HeadConfig:
-    task: Literal["multiclass", "binary", "multilabel"] = "multiclass"
-    # YAML writes `labels: [0, 1, 2]` as numbers; the data layer turns them into canonical strings
-    # (data.manifest.normalize_labels), so numbers are accepted here as they are.
-    labels: list[str | int | float] = field(default_factory=list)
-    hidden: int = field(default=0, metadata=bounds(ge=0, note="0 = a single linear layer"))
-    dropout: float = field(default=0.1, metadata=bounds(ge=0, lt=1))
-
-
-@dataclass
-class ModelConfig:
-    modalities: dict[str, ModalityConfig] = field(default_factory=dict)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-
-
-@dataclass
-class DataConfig:
-    name: str | None = None  # a built-in data set (``polymodal list``), or None for manifests
-    train: str | None = None  # manifest paths (JSONL or CSV)
-    val: str | None = None
-    test: str | None = None
-    label_column: str = "label"
-    id_column: str = "id"
-    on_error: Literal["raise", "skip"] = "raise"
-    batch_size: int = field(default=32, metadata=bounds(ge=1))
-    eval_batch_size: int = field(default=128, metadata=bounds(ge=1))
-    num_workers: int = field(default=0, metadata=bounds(ge=0))
-    # Use only N rows of each split (quick runs; built-in sets: evenly spaced).
-    limit: int | None = field(default=None, metadata=bounds(ge=1, note="omit it to use every row"))
-    augment: bool = False  # light augmentation of the train split (image crops/flips, SpecAugment masks)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = field(default=10, metadata=bounds(ge=1))
-    max_steps: int | None = field(default=None, metadata=bounds(ge=1))  # optimizer steps; overrides epochs when set
-    lr: float = field(default=1e-3, metadata=bounds(gt=0))
-    # Learning rate for (unfrozen) encoders; defaults to lr.
-    encoder_lr: float | None = field(default=None, metadata=bounds(gt=0, note="use finetune 'frozen' to keep an "
-                                                                          "encoder fixed"))
-    weight_decay: float = field(default=0.01, metadata=bounds(ge=0))
-    warmup_ratio: float = field(default=0.05, metadata=bounds(ge=0, lt=1))
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    grad_accum: int = field(default=1, metadata=bounds(ge=1))
-    clip_grad_norm: float | None = field(default=1.0, metadata=bounds(ge=0, note="0 or null = no clipping"))
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    device: str = "auto"
-    seed: int = field(default=0, metadata=bounds(ge=0))
-    deterministic: bool = True
-    monitor: str = "val_accuracy"
-    monitor_mode: Literal["max", "min"] = "max"
-    # Epochs without improvement; 0 = off.
-    early_stopping_patience: int = field(default=0, metadata=bounds(ge=0, note="0 = off"))
-    log_every: int = field(default=20, metadata=bounds(ge=0, note="0 = no step rows"))
-    progress: bool = True
-    out_dir: str = "runs/default"
-    # Per sample, drop a whole modality with this probability.
-    modality_dropout: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
-    # Where hyperparameters and metrics go (training/trackers.py): jsonl is always on; tensorboard and mlflow need
-    # their packages (a clear error names the missing one).
-    trackers: list[Literal["jsonl", "tensorboard", "mlflow"]] = field(default_factory=lambda: ["jsonl"])
-
-
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    # Fine-tuning strategy per encoder (config_finetune.FinetuneConfig); None = train everything as built.
-    finetune: Any = None
-
-    def __post_init__(self) -> None:
-        # Parsed here, not typed as FinetuneConfig: config_finetune imports this module (ConfigError, from_dict),
-        # and a bare string is shorthand (--finetune lora). Bad values raise ConfigError naming the finetune.* key.
-        if self.finetune is not None:
-            from .config_finetune import parse_finetune_config
-            from .config_finetune_warnings import warn_untrained_frozen_encoders
-
-            self.finetune = parse_finetune_config(self.finetune, list(self.model.modalities))
-            # Said when the config is read (train, bench, demos), before data loads: freezing random weights
-            # trains but is almost never meant.
-            warn_untrained_frozen_encoders(self.model.modalities, self.finetune, stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -291,6 +164,8 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     where = prefix or "config"
     if isinstance(data, cls):
         return data
+    if hasattr(cls, "from_plain"):  # a run config: its model section's type depends on its task
+        return cls.from_plain(data, prefix)
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
@@ -317,6 +192,9 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain JSON-ready data of a config dataclass (a run config flattens its task sections: ``to_dict``)."""
+    if hasattr(cfg, "to_dict"):
+        return cfg.to_dict()
     return dataclasses.asdict(cfg)
 
 
@@ -369,13 +247,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r}: expected a mapping of sections (model, data, train, ...), "
                           f"got {type(data).__name__}")
     return data or {}
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = Config) -> Any:
-    """Read YAML/JSON (or start from defaults), apply ``key=value`` overrides, validate."""
-    data = read_config_file(path) if path is not None else {}
-    apply_overrides(data, overrides or [])
-    return from_dict(cls, data)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

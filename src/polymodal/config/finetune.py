@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .config import ConfigError, from_dict
-from .config_values import bounds
+from .parse import ConfigError, from_dict
+from .values import bounds
 
 Strategy = Literal["full", "frozen", "linear_probe", "lora", "loha", "lokr", "ia3", "prompt"]
 PEFT_STRATEGIES = ("lora", "loha", "lokr", "ia3")

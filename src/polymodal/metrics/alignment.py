@@ -24,19 +24,17 @@ Definitions (stated in the report under "definitions"):
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from math import exp, lgamma
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..types import Batch
-from .metrics import (
+from .retrieval import (
     INSTANCE_DEFINITION,
     Positives,
     content_groups,
@@ -44,7 +42,7 @@ from .metrics import (
     first_positive_ranks,
     summarize_ranks,
 )
-from .metrics import instance_positives as _positives_from_groups
+from .retrieval import instance_positives as _positives_from_groups
 from .zeroshot import build_zeroshot_classifier, default_templates, zeroshot_metrics
 
 DEFINITIONS = {
@@ -354,67 +352,6 @@ def _summary(report: dict[str, Any], ks: Sequence[int]) -> dict[str, float]:
     return summary
 
 
-def is_alignment_model_dir(path: str | os.PathLike) -> bool:
-    """True when ``path`` (or its best/ subdirectory, for a run directory) holds a saved AlignmentModel."""
-    import json
-
-    from .model import ARCHITECTURE
-
-    for candidate in (Path(path), Path(path) / "best"):
-        config = candidate / "config.json"
-        if config.is_file() and (candidate / "model.safetensors").is_file():
-            try:
-                return json.loads(config.read_text()).get("architecture") == ARCHITECTURE
-            except (OSError, ValueError):
-                return False
-    return False
-
-
-def evaluate_alignment_path(path: str | os.PathLike, data: str | None = None, split: str = "test",
-                            **kwargs: Any) -> dict[str, Any]:
-    """Evaluate a saved alignment model (model directory or run directory) on a split → report.
-
-    The data: ``data`` (a manifest, or a built-in data set name) if given, else the data section of the run's
-    config.yaml (saved by the Trainer next to best/). Zero-shot class names / templates come from the run's
-    ``eval`` section (spoken digits: the digit words). Extra keyword arguments go to ``evaluate_alignment``.
-    """
-    import yaml
-
-    from ..config import config_to_dict
-    from ..inference import resolve_model_dir
-    from ..registry import DATASETS
-    from .model import AlignmentModel
-    from .recipe import alignment_config_from_dict, default_class_names, prepare_alignment_data
-
-    model_dir = resolve_model_dir(path)
-    if not is_alignment_model_dir(model_dir):
-        raise ValueError(f"{model_dir} is not an alignment model directory")
-    model = AlignmentModel.from_pretrained(model_dir)
-    run_config = model_dir.parent / "config.yaml"
-    saved = yaml.safe_load(run_config.read_text()) if run_config.is_file() else {}
-    saved = saved if isinstance(saved, dict) else {}
-    plain = {"data": dict(saved.get("data") or {}), "eval": dict(saved.get("eval") or {})}
-    if data is not None:
-        plain["data"].update({"name": None, "train": None, "val": None, "test": None, "limit": None})
-        if data in DATASETS.names():
-            plain["data"]["name"] = data
-        else:
-            plain["data"][split] = data
-    elif not plain["data"]:
-        raise ValueError(f"{model_dir} has no run config.yaml next to it: pass the data (a manifest or data set name)")
-    plain["model"] = config_to_dict(model.config)
-    config = alignment_config_from_dict(plain)
-    _, loaders, labels = prepare_alignment_data(config, splits=(split,), processors=model.processors)
-    if split not in loaders:
-        raise ValueError(f"the data has no {split!r} split")
-    class_names = default_class_names(config, labels) if labels else None
-    options = {"class_names": class_names, "templates": config.eval.templates or None, "ks": config.eval.ks}
-    report = evaluate_alignment(model, loaders[split], **{**options, **kwargs})
-    report["model_dir"] = str(model_dir)
-    report["split"] = split
-    return report
-
-
 def format_alignment_table(report: dict[str, Any], level: str | None = None, zeroshot: bool = True) -> str:
     """Markdown table: one row per retrieval direction (R@k with chance) and per zero-shot modality."""
     levels = report.get("retrieval", {})
@@ -444,10 +381,8 @@ __all__ = [
     "chance_retrieval",
     "collect_embeddings",
     "evaluate_alignment",
-    "evaluate_alignment_path",
     "format_alignment_table",
     "instance_positives",
     "instance_retrieval",
     "INSTANCE_DEFINITION",
-    "is_alignment_model_dir",
 ]

@@ -17,8 +17,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from .config import resolve_encoder_name
-from .config_finetune import FREEZING_STRATEGIES, FinetuneConfig
+from .finetune import FREEZING_STRATEGIES, FinetuneConfig
+from .sections import resolve_encoder_name
 
 
 class FinetuneWarning(UserWarning):

@@ -1,0 +1,117 @@
+"""One model directory format for every task, and the one resolver of a saved model's kind: its recorded task.
+
+A model directory holds::
+
+    config.json         {"polymodal_version", "task": "classification" | "alignment" | ..., "model": {...},
+                         + what the task saves beside it ("data", "finetune", "zeroshot", ...)}
+    model.safetensors   the state dict (never a pickle)
+    hf/<modality>/      the Hugging Face config + tokenizer / feature extractor of HF-backed encoders
+
+Every file is written atomically (``files``), so an interrupted save leaves the previous version whole.
+Directories written before the ``task`` field existed recorded an ``architecture`` (MultimodalModel,
+AlignmentModel, EnsembleModel, VisionLanguageModel) and, for alignment, kept the model section under
+``"alignment"``: :func:`read_model_config` translates that once, here, so nothing else guesses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import PolymodalError
+from ..files import apply_plain_modes, atomic_save_safetensors, atomic_write_text
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+HF_DIR = "hf"
+
+# The task each pre-``task`` architecture name stood for (directories saved by polymodal ≤ 0.x).
+LEGACY_ARCHITECTURES = {"MultimodalModel": "classification", "AlignmentModel": "alignment",
+                        "EnsembleModel": "classification", "VisionLanguageModel": "generation"}
+
+
+class ModelDirectoryError(PolymodalError, ValueError):
+    """A path that is not a readable polymodal model directory (missing / unreadable config.json, no task)."""
+
+
+def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """config.json of a model directory with its ``task`` (and ``model`` section) in the current format.
+
+    Raises ModelDirectoryError naming the file when it is missing, not JSON, or records no task.
+    """
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise ModelDirectoryError(f"{path} not found: is {directory} a polymodal model directory (e.g. a run's "
+                                  "best/)?")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelDirectoryError(f"{path} cannot be read as JSON: {err}") from err
+    if not isinstance(payload, dict):
+        raise ModelDirectoryError(f"{path}: expected a JSON object, got {type(payload).__name__}")
+    if "task" not in payload:
+        architecture = payload.get("architecture")
+        if architecture not in LEGACY_ARCHITECTURES:
+            raise ModelDirectoryError(f"{path} records no task (and no known architecture {architecture!r}): "
+                                      "not a polymodal model directory")
+        payload = dict(payload, task=LEGACY_ARCHITECTURES[architecture])
+        if architecture == "AlignmentModel" and "alignment" in payload:
+            payload["model"] = payload.pop("alignment")
+    elif payload.get("kind") == "ensemble" and payload["task"] in ("multiclass", "binary", "multilabel"):
+        # ensembles saved before the task field recorded their head's task under "task"
+        payload = dict(payload, task="classification", head_task=payload["task"])
+    return payload
+
+
+def saved_task(directory: str | os.PathLike) -> str:
+    """The task a model directory records (the only way polymodal tells model kinds apart)."""
+    return str(read_model_config(directory)["task"])
+
+
+def write_model_dir(directory: str | os.PathLike, task: str, model_section: Any, state: dict[str, Any],
+                    extra: dict[str, Any] | None = None) -> Path:
+    """config.json (task + model section + ``extra`` entries) and model.safetensors, each written atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    section = dataclasses.asdict(model_section) if dataclasses.is_dataclass(model_section) else model_section
+    payload = {"polymodal_version": __version__, "task": task, "model": section}
+    payload.update({key: value for key, value in (extra or {}).items() if value is not None})
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2))
+    atomic_save_safetensors({k: v.detach().contiguous() for k, v in state.items()}, directory / WEIGHTS_NAME)
+    return directory
+
+
+def resolve_saved_paths(modalities: dict, directory: Path) -> dict:
+    """Modality configs whose ``pretrained`` is relative to the directory (``hf/<name>``) made absolute."""
+    resolved = dict(modalities)
+    for name, mcfg in modalities.items():
+        if mcfg.pretrained and mcfg.pretrained.startswith(f"{HF_DIR}/"):
+            resolved[name] = dataclasses.replace(mcfg, pretrained=str(directory / mcfg.pretrained))
+    return resolved
+
+
+def save_hf_artifacts(modalities: dict, encoders, processors: dict, directory: Path) -> dict:
+    """Write each Hugging Face encoder (+ its tokenizer / feature extractor) under ``directory/hf/<name>/`` and
+    return the modality configs with ``pretrained`` pointing there, so a saved model directory is self-contained."""
+    saved = dict(modalities)
+    for name, mcfg in modalities.items():
+        encoder = encoders[name]
+        if hasattr(encoder, "save_hf_artifacts"):
+            hf_dir = directory / HF_DIR / name
+            encoder.save_hf_artifacts(hf_dir)
+            processor = processors.get(name)
+            if processor is not None and hasattr(processor, "save_pretrained"):
+                processor.save_pretrained(hf_dir)
+            if hf_dir.exists():  # transformers writes safetensors through a private (0600) temp file
+                apply_plain_modes(hf_dir)
+            saved[name] = dataclasses.replace(mcfg, pretrained=f"{HF_DIR}/{name}")
+    return saved
+
+
+__all__ = ["CONFIG_NAME", "HF_DIR", "LEGACY_ARCHITECTURES", "WEIGHTS_NAME", "ModelDirectoryError",
+           "atomic_save_safetensors", "atomic_write_text", "read_model_config", "resolve_saved_paths",
+           "save_hf_artifacts", "saved_task", "write_model_dir"]
