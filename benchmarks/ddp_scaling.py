@@ -48,7 +48,8 @@ def demo_workload(quick: bool, batch: int, device: torch.device):
     """(model, step inputs): the fusion demo model and one real batch of `batch` samples."""
     from polymodal.config import load_config
     from polymodal.models import MultimodalModel
-    from polymodal.pipeline import prepare
+    from polymodal.recipes.train import prepare
+    from polymodal.tasks import get_task
 
     overrides = [f"data.batch_size={batch}", f"data.limit={max(4 * batch, 64)}", "data.num_workers=0"]
     if quick:
@@ -58,17 +59,18 @@ def demo_workload(quick: bool, batch: int, device: torch.device):
     _, loaders, _ = prepare(config, splits=("train",))
     torch.manual_seed(0)
     model = MultimodalModel(config.model).to(device)
+    task = get_task("classification")
     data = next(iter(loaders["train"])).to(device)
 
     def loss(module):
-        return module(data).loss
+        return task.training_output(model, module(data), data).loss  # the classification task's loss
 
     return model, loss
 
 
 def clip_workload(quick: bool, batch: int, device: torch.device):
     """(model, step inputs): ViT-B/32 CLIP (tiny with --quick) and a synthetic batch of full 77-token captions."""
-    from polymodal.alignment.clip_native import CLIPModelNative, CLIPNativeConfig
+    from polymodal.encoders.clip_towers import CLIPModelNative, CLIPNativeConfig
     from polymodal.objectives import clip_loss
 
     config = CLIPNativeConfig.tiny() if quick else CLIPNativeConfig.vit_b_32()

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from polymodal.config import Config, from_dict  # noqa: E402
 from polymodal.models import MultimodalModel  # noqa: E402
-from polymodal.pipeline import prepare  # noqa: E402
+from polymodal.recipes.train import prepare  # noqa: E402
 from polymodal.training.feature_cache import CachedFeatureModel, FeatureCache, cached_loader  # noqa: E402
 from polymodal.training.finetune import apply_finetune  # noqa: E402
 

@@ -48,8 +48,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from polymodal.alignment.index_backends import BackendNotInstalledError, parse_option_strings  # noqa: E402
-from polymodal.alignment.retrieval import EmbeddingIndex  # noqa: E402
+from polymodal.inference.retrieval import EmbeddingIndex  # noqa: E402
+from polymodal.inference.retrieval.backends import BackendNotInstalledError, parse_option_strings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "retrieval_scale.md"
 

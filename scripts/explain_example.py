@@ -18,7 +18,7 @@ from polymodal.config import Config, from_dict
 from polymodal.data.builtin.spoken_digits import SpokenDigits
 from polymodal.explain import explain
 from polymodal.explain.render import atomic_write_bytes, column, png_bytes, titled
-from polymodal.pipeline import train
+from polymodal.recipes.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

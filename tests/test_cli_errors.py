@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from polymodal import commands
-from polymodal.cli import main
+from polymodal.cli import listing, main
 from polymodal.config import ConfigError
 from polymodal.errors import PolymodalError
 
@@ -90,7 +89,7 @@ def test_expected_errors_from_any_layer(monkeypatch, capsys, error, code, shown)
     def fail(args):
         raise error
 
-    monkeypatch.setattr(commands, "cmd_list", fail)
+    monkeypatch.setattr(listing, "run", fail)
     assert main(["list"]) == code
     assert shown in one_line_error(capsys, "list")
 
@@ -99,7 +98,7 @@ def test_ctrl_c_exits_130_without_traceback(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(commands, "cmd_list", interrupted)
+    monkeypatch.setattr(listing, "run", interrupted)
     assert main(["list"]) == 130
     assert capsys.readouterr().err.strip() == "polymodal list: interrupted"
 

@@ -76,7 +76,8 @@ def test_export_writes_graph_and_prints_parity_table(run_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["classifier.onnx", "manifest.json", "processors.json"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["opset"] == 17 and manifest["labels"] == LABELS and manifest["task"] == "multiclass"
+    assert manifest["opset"] == 17 and manifest["labels"] == LABELS
+    assert manifest["task"] == "classification" and manifest["head_task"] == "multiclass"
     row = next(line for line in printed.splitlines() if line.startswith("classifier"))
     diff = float(re.search(r"\s(\d\.\d\de[-+]\d\d)\s", row).group(1))
     assert diff == pytest.approx(manifest["parity"]["max_abs_diff"]["classifier"], rel=0.01, abs=1e-12)

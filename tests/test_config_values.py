@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from polymodal.alignment.recipe import load_alignment_config
 from polymodal.config import (
     Config,
     ConfigError,
@@ -121,16 +120,16 @@ train: {lr: 2e-3}
 eval: {retrieval_metric: off}
 zeroshot: {classnames: [a, b], templates: {image: ["a {}"]}}
 """)
-    cfg = load_alignment_config(path, ["train.weight_decay=1e-4"])
+    cfg = load_config(path, ["task=alignment", "train.weight_decay=1e-4"])
     assert cfg.model.embed_dim == 32 and cfg.model.objectives[0].weight == 0.5
     assert cfg.train.lr == 2e-3 and cfg.train.weight_decay == 1e-4 and cfg.eval.retrieval_metric is False
     assert cfg.eval.class_names == ["a", "b"] and cfg.eval.templates == {"image": ["a {}"]}  # zeroshot → eval
     with pytest.raises(ConfigError, match=r"zeroshot\.classnames and eval\.class_names disagree"):
-        load_alignment_config(path, ["eval.class_names=[c, d]"])
+        load_config(path, ["task=alignment", "eval.class_names=[c, d]"])
     for override, key in (("model.embed_dim=0", "embed_dim"), ("eval.ks=[1, 0]", r"eval\.ks\[1\]"),
                           ("train.lr=-1e-3", r"train\.lr")):
         with pytest.raises(ConfigError, match=key):
-            load_alignment_config(path, [override])
+            load_config(path, ["task=alignment", override])
 
 
 # ---------------------------------------------------------------------------------------------- ranges

@@ -11,7 +11,7 @@ import yaml
 
 from polymodal.cli import build_parser
 from polymodal.config import Config, ConfigError, config_to_dict, load_config, save_config
-from polymodal.evaluation.compare import _predictions_file
+from polymodal.recipes.compare import _predictions_file
 from polymodal.training.resume_checks import check_resume_config, config_differences, warn_if_finished
 from polymodal.training.trackers import task_of
 
@@ -69,14 +69,15 @@ def test_options_are_never_abbreviated():
 
 
 def test_demo_tasks_write_to_their_own_folders(monkeypatch):
-    from polymodal import commands, demo
-    from polymodal.alignment import demo as align_demo
+    from polymodal.cli import demo as demo_verb
+    from polymodal.recipes.demos import align as align_demo
+    from polymodal.recipes.demos import classify as demo
 
     seen = []
     monkeypatch.setattr(demo, "run_classification_demo", lambda out, **kw: seen.append(out))
     monkeypatch.setattr(align_demo, "run_alignment_demo", lambda out, **kw: seen.append(out))
     for argv in (["demo"], ["demo", "--quick"], ["demo", "--task", "align", "--quick"], ["demo", "--out", "mine"]):
-        assert commands.cmd_demo(build_parser().parse_args(argv)) == 0
+        assert demo_verb.run(build_parser().parse_args(argv)) == 0
     assert seen == ["polymodal_out/demo/classify", "polymodal_out/demo/classify_quick",
                     "polymodal_out/demo/align_quick", "mine"]
 

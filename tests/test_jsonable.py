@@ -52,20 +52,18 @@ def test_finite_numbers_round_trip_exactly():
 
 
 def test_every_writer_uses_the_same_helper():
-    """pipeline (classification metrics.json), the alignment recipe and the report call this one function."""
-    from polymodal import pipeline
-    from polymodal.alignment import recipe
+    """The train recipe (metrics.json of every task) and the report call this one function."""
     from polymodal.evaluation.report import build, provenance
     from polymodal.evaluation.report.sections import alignment
+    from polymodal.recipes import train
 
-    for module in (pipeline, build, provenance, alignment):
-        assert vars(module)[("_jsonable" if module is pipeline else "jsonable")] is jsonable, module.__name__
-    assert recipe.jsonable is jsonable
+    for module in (train, build, provenance, alignment):
+        assert vars(module)["jsonable"] is jsonable, module.__name__
 
 
 def test_classification_metrics_json_is_strict_json_with_nan():
     """metrics.json of a classification run used to carry NaN (invalid JSON); it now carries null."""
-    from polymodal import pipeline
+    from polymodal.recipes import train
 
     summary = {"test": {"roc_auc": np.float64("nan"), "accuracy": np.float32(0.5)}}
-    assert json.dumps(pipeline._jsonable(summary), allow_nan=False) == '{"test": {"roc_auc": null, "accuracy": 0.5}}'
+    assert json.dumps(train.jsonable(summary), allow_nan=False) == '{"test": {"roc_auc": null, "accuracy": 0.5}}'

@@ -188,7 +188,8 @@ def test_encoder_from_a_planted_checkpoint_is_refused(tmp_path, marker):
 
 
 def test_alignment_model_from_pretrained(tmp_path, marker):
-    from polymodal.alignment import AlignmentConfig, AlignmentModel
+    from polymodal.config import AlignmentConfig
+    from polymodal.models import AlignmentModel
 
     config = from_dict(AlignmentConfig, {
         "modalities": {"text": {"kind": "text", "pretrained": str(save_tiny_bert(tmp_path / "bert"))},
@@ -197,7 +198,7 @@ def test_alignment_model_from_pretrained(tmp_path, marker):
     }, "alignment")
     model_dir = AlignmentModel(config).save_pretrained(tmp_path / "aligned")
     plant(model_dir / "hf" / "text")
-    grant_trust_in_saved_config(model_dir, "alignment")
+    grant_trust_in_saved_config(model_dir, "model")
     refused(lambda: AlignmentModel.from_pretrained(model_dir))
     assert not marker.exists()
 
@@ -228,7 +229,7 @@ def test_finetune_init_from_reads_weights_only(planted_model, tmp_path, marker):
 
 
 def test_retrieval_index_and_training_checkpoint_run_no_code(tmp_path, marker):
-    from polymodal.alignment import EmbeddingIndex
+    from polymodal.inference.retrieval import EmbeddingIndex
     from polymodal.training.checkpoint import OPTIMIZER_FILE, load_checkpoint, save_checkpoint
 
     index_dir = EmbeddingIndex(torch.randn(3, 4), ids=["a", "b", "c"]).save(tmp_path / "index")

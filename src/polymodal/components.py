@@ -10,7 +10,6 @@ MODULES = [
     "polymodal.heads",
     "polymodal.objectives",
     "polymodal.data",
-    "polymodal.alignment",
 ]
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from polymodal.alignment import AlignmentModel, EmbeddingIndex
-from polymodal.alignment.recipe import alignment_config_from_dict
 from polymodal.cli import main
+from polymodal.config import RunConfig, from_dict
+from polymodal.inference.retrieval import EmbeddingIndex
+from polymodal.models import AlignmentModel
 
 MODALITIES = {
     "image": {"kind": "image", "encoder": "image_cnn", "processor": {"image_size": 8, "channels": 1},
@@ -20,7 +21,7 @@ MODALITIES = {
 @pytest.fixture()
 def gallery(tmp_path):
     """A saved (untrained) image+text model and a manifest of 6 images, one listed twice."""
-    config = alignment_config_from_dict({"model": {"modalities": MODALITIES, "embed_dim": 16}})
+    config = from_dict(RunConfig, {"task": "alignment", "model": {"modalities": MODALITIES, "embed_dim": 16}})
     AlignmentModel(config.model).save_pretrained(tmp_path / "model")
     rng = np.random.default_rng(0)
     rows = []
@@ -77,7 +78,7 @@ def test_retrieve_errors_are_clear(gallery, capsys):
 
 
 def test_demo_quick_smoke_is_above_chance(tmp_path):
-    from polymodal.alignment.demo import run_alignment_demo
+    from polymodal.recipes.demos.align import run_alignment_demo
 
     result = run_alignment_demo(tmp_path / "demo", quick=True, epochs=4, limit=300)
     test = result["test"]

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from toy_alignment import BagOfWordsModel
 
-from polymodal.alignment import AlignmentConfig, AlignmentModel
+from polymodal.config import AlignmentConfig, from_dict
+from polymodal.jsonable import jsonable
 from polymodal.metrics.alignment import (
     CollectedEmbeddings,
     chance_retrieval,
@@ -16,9 +17,8 @@ from polymodal.metrics.alignment import (
     format_alignment_table,
     instance_positives,
 )
-from polymodal.jsonable import jsonable
+from polymodal.models import AlignmentModel
 from polymodal.recipes.evaluate import is_alignment_model_dir
-from polymodal.config import from_dict
 from polymodal.types import Batch
 
 CLASSES = ["cat", "dog", "bird"]
@@ -211,10 +211,12 @@ def test_instance_retrieval_is_the_one_definition_and_groups_can_be_overridden()
 
 
 def test_validation_metric_logged_by_the_trainer_is_the_same_instance_number():
-    from polymodal.alignment.recipe import alignment_config_from_dict, make_evaluate_fn
+    from polymodal.config import RunConfig, from_dict
+    from polymodal.tasks import get_task
 
     model, batches = _image_text_model_and_batches()
-    config = alignment_config_from_dict({"model": {"modalities": {"image": {"kind": "image"}, "text": {"kind": "text"}}}})
-    logged = make_evaluate_fn(config)(model, batches, torch.device("cpu"))
+    config = from_dict(RunConfig, {"task": "alignment",
+                                   "model": {"modalities": {"image": {"kind": "image"}, "text": {"kind": "text"}}}})
+    logged = get_task("alignment").validate(model, batches, torch.device("cpu"), None, config)
     report = evaluate_alignment(model, batches, zeroshot=False)
     assert logged["instance_R@1"] == pytest.approx(report["summary"]["instance_mean_R@1"])

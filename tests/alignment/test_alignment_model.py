@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from polymodal.alignment import AlignmentConfig, AlignmentModel
-from polymodal.config import ConfigError, from_dict
+from polymodal.config import AlignmentConfig, ConfigError, from_dict
+from polymodal.models import AlignmentModel
 from polymodal.objectives import clip_loss, siglip_loss
 from polymodal.types import Batch
 

@@ -11,11 +11,7 @@ import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from polymodal.alignment.clip_native import (
-    CLIPModelNative,
-    CLIPNativeConfig,
-)
-from polymodal.alignment.convert import (
+from polymodal.encoders.clip_convert import (
     from_hf_clip,
     from_open_clip_state_dict,
     hf_state_dict_to_native,
@@ -24,6 +20,10 @@ from polymodal.alignment.convert import (
     open_clip_config_from_state_dict,
     save_hf_clip,
     to_hf_clip,
+)
+from polymodal.encoders.clip_towers import (
+    CLIPModelNative,
+    CLIPNativeConfig,
 )
 from polymodal.registry import ENCODERS
 

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from polymodal.alignment import AlignmentConfig, AlignmentModel
-from polymodal.config import ConfigError, TrainConfig, from_dict
+from polymodal.config import AlignmentConfig, ConfigError, TrainConfig, from_dict
 from polymodal.errors import PolymodalError
+from polymodal.models import AlignmentModel
 from polymodal.training import Trainer
 from polymodal.types import Batch
 

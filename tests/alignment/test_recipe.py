@@ -7,15 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from polymodal.alignment import AlignmentModel
+from polymodal.config import ConfigError, RunConfig, from_dict, load_config
+from polymodal.models import AlignmentModel
 from polymodal.recipes.evaluate import evaluate_alignment_path
-from polymodal.alignment.recipe import (
-    alignment_config_from_dict,
-    load_alignment_config,
-    prepare_alignment_data,
-    train_alignment,
-)
-from polymodal.config import ConfigError, RunConfig, from_dict
+from polymodal.recipes.train import prepare, train
 
 TINY_MODALITIES = {
     "image": {"kind": "image", "encoder": "image_cnn", "processor": {"image_size": 8, "channels": 1},
@@ -26,6 +21,11 @@ TINY_MODALITIES = {
               "options": {"channels": [8, 16]}},
     "text": {"kind": "text", "options": {"dim": 16, "depth": 1}},
 }
+
+
+def alignment_config_from_dict(data):
+    """Plain data → the run config of the alignment task."""
+    return from_dict(RunConfig, {"task": "alignment", **data})
 
 
 def tiny_config(out_dir, **train):
@@ -39,7 +39,7 @@ def tiny_config(out_dir, **train):
 def test_tiny_run_trains_saves_best_and_reports_test_metrics(tmp_path):
     config = tiny_config(tmp_path / "run")
     assert (config.train.monitor, config.train.monitor_mode) == ("val_loss", "min")
-    summary = train_alignment(config, verbose=False)
+    summary = train(config, verbose=False)
     run = tmp_path / "run"
     assert (run / "best" / "model.safetensors").exists() and (run / "config.yaml").exists()
     history = summary["fit"]["history"]
@@ -62,8 +62,8 @@ def test_tiny_run_trains_saves_best_and_reports_test_metrics(tmp_path):
 def test_saved_model_reproduces_embeddings(tmp_path):
     config = tiny_config(tmp_path / "run", epochs=1)
     config.data.limit = 24
-    prepared = prepare_alignment_data(config, splits=("train", "val"))
-    summary = train_alignment(config, verbose=False, prepared=prepared)
+    prepared = prepare(config, splits=("train", "val"))
+    summary = train(config, verbose=False, prepared=prepared)
     model = AlignmentModel.from_pretrained(summary["model_dir"])
     batch = next(iter(prepared[1]["val"]))
     # The model trained in-process and the reloaded one: same weights, so the same embeddings.
@@ -82,9 +82,9 @@ def test_yaml_config_with_overrides_and_clear_errors(tmp_path):
     path = tmp_path / "align.yaml"
     path.write_text(
         "model:\n  modalities:\n    image: {kind: image}\n    text: {kind: text}\n  objectives: [{name: siglip}]\n"
-        "data: {name: spoken-digits}\ntrain: {epochs: 3}\n"
+        "data: {name: spoken-digits}\ntrain: {epochs: 3}\ntask: alignment\n"
     )
-    config = load_alignment_config(path, ["train.epochs=1", "model.embed_dim=32"])
+    config = load_config(path, ["train.epochs=1", "model.embed_dim=32"])
     assert config.train.epochs == 1 and config.model.embed_dim == 32 and config.model.objectives[0].name == "siglip"
     assert config.train.monitor == "val_loss"
     # The task is never guessed from the model section: a config without `task:` that holds alignment model keys
@@ -115,7 +115,7 @@ def test_pair_manifest_without_labels_trains_with_instance_retrieval(tmp_path):
                  "test": str(tmp_path / "val.jsonl"), "batch_size": 8},
         "train": {"epochs": 1, "progress": False, "out_dir": str(tmp_path / "run"), "log_every": 0},
     })
-    summary = train_alignment(config, verbose=False)
+    summary = train(config, verbose=False)
     assert summary["labels"] == [] and summary["class_names"] is None
     test = summary["test"]
     assert set(test["retrieval"]) == {"instance"} and "zeroshot" not in test

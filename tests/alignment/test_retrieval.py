@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
-from polymodal.alignment import EmbeddingIndex, Positives, retrieval_metrics, retrieval_report
+from polymodal.inference.retrieval import EmbeddingIndex
+from polymodal.metrics.retrieval import Positives, retrieval_metrics, retrieval_report
 
 
 def _brute_force(scores: np.ndarray, positive: np.ndarray, ks, ties: str):

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from polymodal.alignment import EmbeddingIndex
-from polymodal.alignment.index_backends import (
+from polymodal.errors import PolymodalError
+from polymodal.inference.retrieval import EmbeddingIndex
+from polymodal.inference.retrieval.backends import (
     BackendNotInstalledError,
     FaissBackend,
     IndexBackendError,
@@ -19,7 +20,6 @@ from polymodal.alignment.index_backends import (
     make_options,
     parse_option_strings,
 )
-from polymodal.errors import PolymodalError
 
 faiss = pytest.importorskip("faiss")
 usearch = pytest.importorskip("usearch.index")
@@ -243,13 +243,13 @@ def _saved_gallery(root):
     import numpy as np
     from PIL import Image
 
-    from polymodal.alignment import AlignmentModel
-    from polymodal.alignment.recipe import alignment_config_from_dict
+    from polymodal.config import RunConfig, from_dict
+    from polymodal.models import AlignmentModel
 
     modalities = {"image": {"kind": "image", "encoder": "image_cnn", "processor": {"image_size": 8, "channels": 1},
                             "options": {"channels": [8, 16]}},
                   "text": {"kind": "text", "options": {"dim": 16, "depth": 1}}}
-    config = alignment_config_from_dict({"model": {"modalities": modalities, "embed_dim": 16}})
+    config = from_dict(RunConfig, {"task": "alignment", "model": {"modalities": modalities, "embed_dim": 16}})
     AlignmentModel(config.model).save_pretrained(root / "model")
     rng = np.random.default_rng(0)
     rows = []

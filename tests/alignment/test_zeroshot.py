@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
 from toy_alignment import BagOfWordsModel, WordProcessor
 
-from polymodal.alignment import AlignmentConfig, AlignmentModel, build_zeroshot_classifier, zeroshot_metrics
-from polymodal.metrics.zeroshot import zeroshot_evaluate
-from polymodal.config import from_dict
+from polymodal.config import AlignmentConfig, from_dict
+from polymodal.metrics.zeroshot import build_zeroshot_classifier, zeroshot_evaluate, zeroshot_metrics
+from polymodal.models import AlignmentModel
 from polymodal.types import Batch
 
 CLASSES = ["cat", "dog", "bird"]

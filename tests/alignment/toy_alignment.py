@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from polymodal.alignment import AlignmentConfig
-from polymodal.config import from_dict
+from polymodal.config import AlignmentConfig, from_dict
 from polymodal.types import ModalityOutput
 
 

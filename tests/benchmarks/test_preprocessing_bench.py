@@ -35,7 +35,7 @@ def test_pil_baseline_matches_transformers_slow_processor(bench, tmp_path):
 
     path = tmp_path / "x.png"
     Image.fromarray(bench.photo_like(320, 200, np.random.default_rng(1))).save(path)
-    pipelines, _ = bench.image_pipelines(bench.clip_checkpoint_dir(tmp_path))
+    pipelines, _ = bench.image_pipelines(bench.clip_checkpoint_dir(tmp_path), workers=2)
     reference = pipelines["transformers CLIPImageProcessor, PIL backend (slow)"](path)
     assert tuple(reference.shape) == (3, 224, 224)
     assert bench.max_abs_diff(bench.pil_baseline(path, draft=False), reference) <= 1e-3
@@ -51,6 +51,10 @@ def test_quick_run_covers_every_section(bench, tmp_path):
         assert all(len(v) == 2 and min(v) > 0 for v in row["rates"].values())
         assert row["parity"][images["reference"]] == 0.0
         assert math.isfinite(row["parity"]["polymodal ImageProcessor (CLIP config)"])
+        # the threaded batch path and transformers' list call give the reference's values exactly
+        threaded = [n for n in row["parity"] if n.startswith("polymodal ImageProcessor.batch")]
+        assert threaded and row["parity"][threaded[0]] <= 1e-3
+        assert row["parity"]["transformers CLIPImageProcessor, PIL backend (slow), one call per list"] == 0.0
     for row in record["audio"]["rows"]:
         assert all(math.isfinite(v) for v in row["parity"].values())
         assert all(v <= 1e-5 for v in row["same_wave"].values())  # the wrapper adds nothing to the extractor
@@ -58,3 +62,4 @@ def test_quick_run_covers_every_section(bench, tmp_path):
     assert record["loader"]["rows"][0]["samples"] == 64
     text = out.read_text()
     assert "Command: `python benchmarks/preprocessing.py --quick" in text and "## DataLoader" in text
+    assert "with `batch` on" in text

@@ -18,8 +18,8 @@ import polymodal
 
 PACKAGE = Path(polymodal.__file__).resolve().parent
 # Modules that loading a model must never pull in: the floors above the models.
-ABOVE_MODELS = ("polymodal.training", "polymodal.pipeline", "polymodal.alignment.recipe", "polymodal.evaluation",
-                "polymodal.recipes", "polymodal.demo", "polymodal.commands", "polymodal.cli")
+ABOVE_MODELS = ("polymodal.training", "polymodal.pipeline", "polymodal.evaluation", "polymodal.recipes",
+                "polymodal.cli")
 # The ground floor: the modules every layer may import. Each may import only the others (and itself).
 GROUND = ("polymodal.config", "polymodal.config.values", "polymodal.config.finetune",
           "polymodal.config.finetune_warnings", "polymodal.errors", "polymodal.registry", "polymodal.types")
@@ -107,7 +107,7 @@ def test_building_saving_and_loading_models_imports_nothing_above_the_models(tmp
         embedding = Predictor(root / "aligned").embed(text="one two")["text"]
         assert abs(float(embedding.norm()) - 1.0) < 1e-4
     """)
-    assert "polymodal.peft.lora" in loaded and "polymodal.alignment.model" in loaded
+    assert "polymodal.peft.lora" in loaded and "polymodal.models.aligner" in loaded
     assert not above(loaded), f"building / saving / loading models imported {above(loaded)}"
 
 
@@ -144,7 +144,9 @@ def _submodule_or_package(package: str, name: str) -> str:
 def test_ground_floor_modules_import_nothing_above_them():
     """config*, errors, registry, types: polymodal imports only among themselves (registry names the packages it
     fills as strings, imported by importlib, which is how registration stays complete without an upward import)."""
-    ground = [PACKAGE / f"{name.split('.', 1)[1]}.py" for name in GROUND]
+    ground = [PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py") for name in GROUND]
+    ground = [path if path.exists() else path.with_suffix("") / "__init__.py" for path in ground]
+    ground = [path for path in ground if path.exists() or "generation" not in str(path)]
     assert all(path.exists() for path in ground), [p for p in ground if not p.exists()]
     bad = []
     for path in ground:
@@ -155,11 +157,11 @@ def test_ground_floor_modules_import_nothing_above_them():
 
 
 def test_layers_and_peft_import_nothing_above_them():
-    """layers/: torch and itself only; peft/: the ground floor, files, encoders (prompt tuning finds their
-    transformer) and itself — never models, training, recipes, evaluation or inference."""
+    """layers/: torch and itself only; peft/: the ground floor, files, encoders and layers (prompt tuning finds
+    their transformers) and itself — never models, training, recipes, evaluation or inference."""
     allowed = {
         "layers": ("polymodal.layers",),
-        "peft": (*GROUND, "polymodal", "polymodal.files", "polymodal.peft", "polymodal.encoders"),
+        "peft": (*GROUND, "polymodal", "polymodal.files", "polymodal.peft", "polymodal.encoders", "polymodal.layers"),
     }
     bad = []
     for package, ok in allowed.items():

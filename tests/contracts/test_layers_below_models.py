@@ -11,7 +11,7 @@ from pathlib import Path
 import polymodal.layers
 
 LAYERS = Path(polymodal.layers.__file__).resolve().parent
-ABOVE = ("polymodal.training", "polymodal.alignment", "polymodal.encoders", "polymodal.models", "polymodal.model",
+ABOVE = ("polymodal.training", "polymodal.encoders", "polymodal.models", "polymodal.model",
          "polymodal.recipes", "polymodal.evaluation", "polymodal.inference", "polymodal.data", "polymodal.config")
 
 

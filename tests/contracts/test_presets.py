@@ -27,7 +27,8 @@ from polymodal.presets import PresetError, describe_presets, load_preset, preset
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = Path(presets.__file__).resolve().parent
 
-# The dicts as they were in Python before they became files (alignment/clip_native.py, demo.py, finetune_demo.py).
+# The dicts as they were in Python before they became files (alignment/clip_native.py, demo.py, finetune_demo.py;
+# the demos are recipes/demos/classify.py and finetune.py now).
 OLD_VIT_B_32 = dict(image_size=224, patch_size=32, num_channels=3, vision_width=768, vision_layers=12,
                     vision_heads=12, text_width=512, text_layers=12, text_heads=8, mlp_ratio=4.0, embed_dim=512,
                     vocab_size=49408, context_length=77, act="quick_gelu", layer_norm_eps=1e-5, text_pool="eos",
@@ -65,22 +66,9 @@ def test_clip_presets_give_the_old_configs_exactly():
         **OLD_TINY, "context_length": 8, "gradient_checkpointing": True}
 
 
-def test_old_clip_native_names_still_work():
-    from polymodal.alignment import clip_native
-
-    assert clip_native.CLIPNativeConfig is CLIPNativeConfig
-    assert sorted(clip_native.PRESETS) == ["tiny", "vit-b-32"]
-    assert clip_native.PRESETS["tiny"]().to_dict() == OLD_TINY
-    assert clip_native.PRESETS["vit-b-32"](embed_dim=256).embed_dim == 256
-    from polymodal.alignment import convert
-    from polymodal.encoders import clip_convert
-
-    assert convert.from_hf_clip is clip_convert.from_hf_clip and set(convert.__all__) <= set(dir(clip_convert))
-
-
 def test_demo_encoder_settings_are_the_old_dicts():
-    from polymodal import demo
-    from polymodal.training import finetune_demo
+    from polymodal.recipes.demos import classify as demo
+    from polymodal.recipes.demos import finetune as finetune_demo
 
     assert same_values(demo.IMAGE, OLD_DEMO_IMAGE) and same_values(demo.AUDIO, OLD_DEMO_AUDIO)
     assert same_values(finetune_demo.AUDIO, OLD_FINETUNE_AUDIO)

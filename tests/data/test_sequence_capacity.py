@@ -82,7 +82,7 @@ def test_text_transformer_max_positions_caps_the_builtin_processor():
 
 
 def test_clip_text_context_length_caps_the_processor():
-    import polymodal.alignment.clip_native  # noqa: F401  (registers clip_text)
+    import polymodal.encoders  # noqa: F401  (registers clip_text)
 
     tiny = ModalityConfig(kind="text", encoder="clip_text", options={"preset": "tiny"})
     assert build_processor(tiny, "text").max_length == 16

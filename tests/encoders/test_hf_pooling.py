@@ -175,7 +175,8 @@ def test_saved_model_directory_keeps_the_declared_pooling(tmp_path):
 
 
 def test_alignment_model_round_trip_keeps_the_declared_pooling(tmp_path):
-    from polymodal.alignment import AlignmentConfig, AlignmentModel
+    from polymodal.config import AlignmentConfig
+    from polymodal.models import AlignmentModel
 
     checkpoint = st_checkpoint(tmp_path, "lasttoken")
     config = from_dict(AlignmentConfig, {

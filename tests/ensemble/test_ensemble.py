@@ -14,8 +14,8 @@ from PIL import Image
 
 from polymodal.cli import main
 from polymodal.ensemble import EnsembleError, EnsembleModel
-from polymodal.ensemble.build import build_ensemble, split_predictions
 from polymodal.inference import Predictor
+from polymodal.recipes.ensemble import build_ensemble, split_predictions
 
 # The demo's modalities, smaller: each member reaches ~0.9 test accuracy in a few seconds of CPU training.
 RECIPE = """
@@ -96,7 +96,7 @@ def test_weighted_from_log_loss(runs):
 
 
 def test_stacking_reads_the_validation_split_only(runs, monkeypatch):
-    import polymodal.pipeline as pipeline
+    import polymodal.recipes.train as pipeline  # the ensemble recipe prepares data with the train recipe's prepare
 
     seen_splits, real_prepare = [], pipeline.prepare
 

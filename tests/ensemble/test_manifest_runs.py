@@ -13,7 +13,7 @@ from PIL import Image
 
 from polymodal.cli import main
 from polymodal.ensemble import EnsembleModel
-from polymodal.ensemble.build import build_ensemble
+from polymodal.recipes.ensemble import build_ensemble
 
 SIZES = {"train": 48, "val": 24, "test": 24}
 RECIPE = """

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from polymodal.cli import main
-from polymodal.evaluation.bench import COLUMNS, SuiteError, aggregate, cell_config, load_suite
+from polymodal.recipes.bench import COLUMNS, SuiteError, aggregate, cell_config, load_suite
 
 TINY_SUITE = {
     "name": "tiny",

@@ -10,7 +10,6 @@ import torch
 
 from polymodal.cli import main
 from polymodal.config import ModelConfig, from_dict
-from polymodal.recipes.evaluate import evaluate_path
 from polymodal.evaluation.report import (
     ReportOptions,
     build_report,
@@ -20,8 +19,9 @@ from polymodal.evaluation.report import (
     write_report,
 )
 from polymodal.models import MultimodalModel
-from polymodal.types import Batch
+from polymodal.recipes.evaluate import evaluate_path
 from polymodal.tasks import task_loss
+from polymodal.types import Batch
 
 TINY = {
     "image": {"kind": "image", "encoder": "image_cnn", "options": {"channels": [4, 8]},
@@ -158,7 +158,8 @@ def test_data_fingerprint_tracks_inputs():
 
 
 def test_alignment_report_has_retrieval_and_rank_histogram():
-    from polymodal.alignment import AlignmentConfig, AlignmentModel
+    from polymodal.config import AlignmentConfig
+    from polymodal.models import AlignmentModel
 
     torch.manual_seed(0)
     model = AlignmentModel(from_dict(AlignmentConfig, {"modalities": TINY, "embed_dim": 8}))
@@ -223,7 +224,8 @@ def test_accuracy_interval_is_clopper_pearson_and_degenerate_intervals_are_flagg
 def _caption_model_and_batches():
     """A tiny image + text aligner; 3 batches of 4 rows whose captions repeat ("stripes" on 6 of 12 rows) and are
     padded to different lengths in different batches."""
-    from polymodal.alignment import AlignmentConfig, AlignmentModel
+    from polymodal.config import AlignmentConfig
+    from polymodal.models import AlignmentModel
 
     torch.manual_seed(0)
     config = from_dict(AlignmentConfig, {

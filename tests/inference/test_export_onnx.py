@@ -54,7 +54,8 @@ def test_export_writes_graph_manifest_and_processor_settings(export_dir):
     assert report["graphs"]["classifier"]["max_abs_diff"] <= ATOL
     assert report["bytes"] == sum(p.stat().st_size for p in out.iterdir())
     manifest = read_manifest(out)
-    assert manifest["labels"] == [str(d) for d in range(10)] and manifest["task"] == "multiclass"
+    assert manifest["labels"] == [str(d) for d in range(10)]
+    assert manifest["task"] == "classification" and manifest["head_task"] == "multiclass"
     assert manifest["opset"] == 17 and manifest["precision"] == "fp32"
     inputs = {i["name"]: i for i in manifest["graphs"]["classifier"]["inputs"]}
     assert list(inputs) == ["image.pixel_values", "image.present", "audio.features", "audio.feature_mask",

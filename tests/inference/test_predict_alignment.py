@@ -13,13 +13,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from polymodal.alignment import AlignmentModel
-from polymodal.models.aligner import AlignmentConfig
 from polymodal.cli import main
 from polymodal.config import ConfigError, ModelConfig, from_dict
 from polymodal.data import DataError
 from polymodal.inference import PredictionError, Predictor
-from polymodal.models import MultimodalModel
+from polymodal.models import AlignmentModel, MultimodalModel
+from polymodal.models.aligner import AlignmentConfig
 
 CLASSES = ["cat", "dog", "bird"]
 MODALITIES = {
@@ -161,6 +160,7 @@ def test_trained_alignment_run_predicts_spoken_digit_words(tmp_path, files, caps
     from polymodal.data.builtin.spoken_digits import WORDS
 
     (tmp_path / "align.yaml").write_text(f"""
+task: alignment
 model:
   modalities:
     image: {{kind: image, encoder: image_cnn, options: {{channels: [4, 8]}}, processor: {{image_size: 8, channels: 1}}}}

@@ -7,7 +7,7 @@ import time
 
 
 def test_finetune_demo_quick_smoke(tmp_path):
-    from polymodal.training.finetune_demo import run_finetune_demo
+    from polymodal.recipes.demos.finetune import run_finetune_demo
 
     # CPU time, not wall time: on a shared machine the wall clock measures the neighbours too.
     started = time.process_time()
@@ -31,7 +31,7 @@ def test_finetune_demo_from_a_hugging_face_checkpoint(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from hf_fixtures import tiny_hf_model_dir
 
-    from polymodal.training.finetune_demo import run_finetune_demo
+    from polymodal.recipes.demos.finetune import run_finetune_demo
 
     checkpoint = tiny_hf_model_dir("wav2vec2")
     result = run_finetune_demo(tmp_path, quick=True, epochs=1, limit=30,

@@ -50,7 +50,7 @@ def test_config_section_is_parsed_and_validated_with_key_names():
 
 
 def test_cli_finetune_flag_is_shorthand_for_the_default_strategy(tmp_path, monkeypatch):
-    from polymodal import commands
+    from polymodal.cli import train as train_verb
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("model: {fusion: {name: concat}}\n")  # a classification recipe (no objectives)
@@ -60,13 +60,13 @@ def test_cli_finetune_flag_is_shorthand_for_the_default_strategy(tmp_path, monke
     class Stop(Exception):
         pass
 
-    def fake_load_config(path, overrides):  # records what cmd_train asks for, then stops before training
+    def fake_load_config(path, overrides):  # records what `polymodal train` asks for, then stops before training
         seen["overrides"] = overrides
         raise Stop
 
-    monkeypatch.setattr(commands, "load_config", fake_load_config)
+    monkeypatch.setattr(train_verb, "load_config", fake_load_config)
     with pytest.raises(Stop):
-        commands.cmd_train(args)
+        train_verb.run(args)
     assert seen["overrides"] == ["finetune.lora.r=2", "finetune.default=lora"]
 
 

@@ -29,7 +29,16 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed"))
 
-from ddp_helpers import aligner, loader, max_difference, rows, spawn, train_config, weights  # noqa: E402
+from ddp_helpers import (  # noqa: E402
+    aligner,
+    classifier,
+    loader,
+    max_difference,
+    rows,
+    spawn,
+    train_config,
+    weights,
+)
 
 from polymodal.config import ConfigError, TrainConfig, from_dict  # noqa: E402
 from polymodal.training import Trainer, fsdp  # noqa: E402
@@ -385,6 +394,36 @@ def test_sharded_checkpoint_from_two_ranks_loads_in_one_process_with_the_same_pr
     with torch.no_grad():
         expected_val_loss = float(model(next(iter(val))).loss)
     assert history[-1]["val_loss"] == pytest.approx(expected_val_loss, abs=1e-10)
+
+
+def _classifier_run(rank: int, out: str) -> None:
+    model = classifier()
+    Trainer(model, train_config(epochs=1, strategy="fsdp"), loader(rows(12), 3, shuffle=True), run_dir=f"{out}/run",
+            verbose=False).fit()
+    model.eval()
+    with torch.no_grad():
+        logits = model(rows(5, seed=7).collate(list(range(5)))).logits
+    if rank == 0:
+        torch.save(logits, f"{out}/logits.pt")
+
+
+@pytest.mark.slow
+def test_a_classifier_trained_with_fsdp_reloads_in_one_process_from_best_and_from_the_sharded_checkpoint(tmp_path):
+    """The real image + text classifier: best/ (gathered to rank 0) rebuilds with from_pretrained, the sharded last
+    checkpoint loads into a fresh classifier, and both predict what the 2-rank sharded model predicted."""
+    from polymodal.models import MultimodalModel
+
+    spawn(_classifier_run, str(tmp_path))
+    expected = torch.load(tmp_path / "logits.pt")
+    probe = rows(5, seed=7).collate(list(range(5)))
+    best = MultimodalModel.from_pretrained(tmp_path / "run" / "best")  # one epoch: best/ is the final model
+    fresh = classifier(seed=11)
+    load_checkpoint(tmp_path / "run" / "checkpoints" / "last", fresh, restore_rng=False)
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.allclose(best.double()(probe).logits, expected, atol=1e-10)
+        assert torch.allclose(fresh(probe).logits, expected, atol=1e-10)
+    assert not torch.allclose(classifier(seed=11).eval()(probe).logits, expected, atol=1e-3)
 
 
 @pytest.mark.slow

@@ -17,14 +17,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from polymodal.alignment import AlignmentConfig, AlignmentModel
-from polymodal.config import FusionConfig, HeadConfig, ModalityConfig, ModelConfig, TrainConfig, from_dict
-from polymodal.models import MultimodalModel
+from polymodal.config import (
+    AlignmentConfig,
+    FusionConfig,
+    HeadConfig,
+    ModalityConfig,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+)
+from polymodal.models import AlignmentModel, MultimodalModel
 from polymodal.objectives.accumulation import LossTerm, check_counts, combine
 from polymodal.objectives.masked_lm import IGNORE_INDEX, MLM_LABELS_KEY
+from polymodal.tasks import task_loss
 from polymodal.training import Trainer
 from polymodal.types import Batch
-from polymodal.tasks import task_loss
 
 N = 10
 VOCAB = 40

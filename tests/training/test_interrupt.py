@@ -118,13 +118,13 @@ def test_resume_command_repeats_the_cli_arguments(monkeypatch, tmp_path):
 
 
 def test_cli_exit_codes_for_interrupts(monkeypatch, capsys):
-    from polymodal import commands
+    from polymodal.cli import listing
 
     def interrupted(args):
         raise TrainingInterrupted("training interrupted by SIGINT at epoch 2: ...; continue with: polymodal train x "
                                   "--resume", signal.SIGINT)
 
-    monkeypatch.setattr(commands, "cmd_list", interrupted)
+    monkeypatch.setattr(listing, "run", interrupted)
     assert main(["list"]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err
@@ -132,7 +132,7 @@ def test_cli_exit_codes_for_interrupts(monkeypatch, capsys):
     def ctrl_c(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(commands, "cmd_list", ctrl_c)
+    monkeypatch.setattr(listing, "run", ctrl_c)
     assert main(["list"]) == 130
     assert capsys.readouterr().err == "polymodal list: interrupted\n"
 

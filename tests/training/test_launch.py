@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from run_fixtures import loaders, model, train_config
 
-from polymodal.alignment.recipe import train_alignment
 from polymodal.config import Config
 from polymodal.errors import PolymodalError
 from polymodal.pipeline import train
@@ -31,7 +30,7 @@ def test_world_size_without_torchrun_rendezvous_is_refused_by_every_entry_point(
     with pytest.raises(DistributedSetupError, match=expected):
         train(Config(), run_dir=tmp_path / "pipeline")
     with pytest.raises(DistributedSetupError, match=expected):
-        train_alignment(Config(task="alignment"), run_dir=tmp_path / "alignment")
+        train(Config(task="alignment"), run_dir=tmp_path / "alignment")
     assert list(tmp_path.iterdir()) == []  # refused before any directory was made
 
 

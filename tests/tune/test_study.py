@@ -15,11 +15,11 @@ from tune_fixtures import write_space, write_task
 optuna = pytest.importorskip("optuna")
 
 import polymodal.data.dataset as dataset_module  # noqa: E402
-import polymodal.tune.study as study_module  # noqa: E402
+import polymodal.recipes.tune as study_module  # noqa: E402
 from polymodal.cli import main  # noqa: E402
+from polymodal.recipes.tune import TuneError, TuneOptions, run_study  # noqa: E402
 from polymodal.training.interrupt import TrainingInterrupted  # noqa: E402
 from polymodal.training.trackers import read_run_record  # noqa: E402
-from polymodal.tune import TuneError, TuneOptions, run_study  # noqa: E402
 
 BAD_LR = {"train.lr": 1e-6}
 GOOD_LR = {"train.lr": 2e-2}
@@ -182,7 +182,7 @@ def test_user_errors(task, tmp_path, monkeypatch):
 
 
 def test_demo_task_tune_dispatches(tmp_path, monkeypatch):
-    import polymodal.tune.demo as demo
+    import polymodal.recipes.demos.tune as demo
 
     calls = []
     monkeypatch.setattr(demo, "run_tune_demo", lambda out, **kwargs: calls.append((out, kwargs)))

@@ -29,7 +29,8 @@ PEFT_STRATEGIES = ("lora", "loha", "lokr", "ia3")
 STRATEGY_DESCRIPTIONS: dict[str, str] = {
     "full": "every weight trains (encoders, projections, fusion, head); the default",
     "frozen": "the encoder's weights stay fixed (eval mode); projections, fusion and head train",
-    "linear_probe": "every encoder, projection and the fusion stay fixed; only the head trains (finetune.default)",
+    "linear_probe": "every encoder stays fixed and the linear read-out trains: a classifier's head alone, an "
+                    "aligner's projections + logit scale (finetune.default)",
     "lora": "low-rank adapters on the encoder's Linear/Conv layers train, its own weights stay fixed (PEFT LoRA)",
     "loha": "low-rank Hadamard-product adapters train, the encoder's weights stay fixed (PEFT LoHa)",
     "lokr": "low-rank Kronecker-product adapters train, the encoder's weights stay fixed (PEFT LoKr)",

@@ -43,6 +43,13 @@ def _init_from_encoders(source: str) -> set[str] | None:
     return {key.split(".")[1] for key in keys if key.startswith("encoders.") and key.count(".") >= 2}
 
 
+def _has_learned_weights(mcfg: Any) -> bool:
+    """A checkpoint named by the modality (``pretrained``) or by its encoder's options (``clip_vision`` /
+    ``clip_text``: ``options.pretrained``)."""
+    options = getattr(mcfg, "options", None) or {}
+    return bool(getattr(mcfg, "pretrained", None) or options.get("pretrained"))
+
+
 def untrained_frozen_encoders(modalities: dict[str, Any], cfg: FinetuneConfig) -> dict[str, str]:
     """modality → strategy for every encoder whose own weights ``cfg`` keeps fixed although they are random.
 
@@ -54,7 +61,7 @@ def untrained_frozen_encoders(modalities: dict[str, Any], cfg: FinetuneConfig) -
     loaded = _init_from_encoders(cfg.init_from) if cfg.init_from else set()
     found = {}
     for name, mcfg in modalities.items():
-        if getattr(mcfg, "pretrained", None) or loaded is None or name in loaded:
+        if _has_learned_weights(mcfg) or loaded is None or name in loaded:
             continue
         strategy = "linear_probe" if cfg.default == "linear_probe" else cfg.encoders.get(name, cfg.default)
         if strategy == "full" and getattr(mcfg, "freeze", False):
@@ -90,10 +97,10 @@ def warn_untrained_frozen_encoders(modalities: dict[str, Any], cfg: FinetuneConf
     trains = {"frozen": "the projections, fusion and head", "linear_probe": "the head", "prompt": "prompt tokens"}
     what = sorted({trains.get(s, "adapters") for s in strategies})
     per_encoder = ", ".join(
-        f"{name}={strategy_of(name)} ({'pretrained' if getattr(mcfg, 'pretrained', None) else 'random init'})"
+        f"{name}={strategy_of(name)} ({'pretrained' if _has_learned_weights(mcfg) else 'random init'})"
         for name, mcfg in modalities.items()
     )
-    learned = [name for name, mcfg in modalities.items() if getattr(mcfg, "pretrained", None)]
+    learned = [name for name, mcfg in modalities.items() if _has_learned_weights(mcfg)]
     example = (f"--set finetune.default=full --set finetune.encoders.{learned[0]}={strategy_of(learned[0])}"
                if learned and strategy_of(learned[0]) != "linear_probe"
                else f"--set finetune.default=full, or --set finetune.encoders.{next(iter(found))}=full")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .alignment import AlignmentConfig, AlignmentEvalConfig, ZeroShotConfig, reconcile_zeroshot
+from .generation import GENERATION_TASKS, GenerateConfig, GenerationModelConfig, check_generation_model
 from .parse import ConfigError, apply_overrides, from_dict, read_config_file
 from .sections import DataConfig, ModelConfig, TrainConfig
 
@@ -53,6 +54,14 @@ TASK_CONFIGS: dict[str, TaskConfigSpec] = {
         model=AlignmentConfig, sections={"eval": AlignmentEvalConfig, "zeroshot": ZeroShotConfig},
         monitor=("val_loss", "min"), check=_check_alignment,
         description="dual / multi-tower contrastive embedding (clip, siglip, itm, mlm): retrieval and zero-shot"),
+    **{name: TaskConfigSpec(
+        model=GenerationModelConfig, sections={"generate": GenerateConfig}, monitor=("val_loss", "min"),
+        check=check_generation_model, description=description)
+       for name, description in zip(GENERATION_TASKS, (
+           "image or audio → a description (encoders → connectors → causal LM)",
+           "attachment + question → a short answer (several references; VQA accuracy, blind baseline)",
+           "audio → its transcript (speech recognition; word error rate)",
+           "multi-turn conversations with image / audio attachments"))},
 }
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,24 @@ class ImageProcessor(Processor):
             pixels = pixels * self.value_scale
         return {"pixel_values": ((pixels - self.mean) / self.std).contiguous()}
 
+    def batch(self, raws: Sequence[Any], workers: int | None = None) -> dict[str, Tensor]:
+        """Many inputs → {"pixel_values": [B, C, image_size, image_size]}, processed on ``workers`` threads.
+
+        The values are exactly those of calling the processor on each input (``collate`` of the results). Threads
+        pay off because Pillow releases the GIL while it decodes and resizes (~95 % of the time of a photo), so
+        throughput grows with the cores given; a DataLoader with workers is the other way to use them.
+        ``workers``: None = min(len(raws), usable CPUs); 1 = the calling thread only. Raises DataError for the
+        first failing input in input order (the message names it), ValueError for an empty ``raws``.
+        """
+        raws = list(raws)
+        if not raws:
+            raise ValueError("image processor batch: no inputs")
+        workers = min(len(raws), workers or _usable_cpus())
+        if workers <= 1:
+            return self.collate([self(raw) for raw in raws])
+        with ThreadPoolExecutor(workers, thread_name_prefix="polymodal-image") as pool:
+            return self.collate(list(pool.map(self, raws)))  # map keeps input order, re-raises the first error
+
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) after the resize step, before the crop.
 
@@ -281,6 +300,13 @@ def _type_message(raw: Any) -> str:
             f"e.g. tensor.permute(1, 2, 0).numpy() for a [C, H, W] tensor"
         )
     return f"image input must be a path, PIL image or numpy array, got {type(raw).__name__}"
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may run on (containers, taskset)
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _uniform(low: float, high: float) -> float:

@@ -121,11 +121,16 @@ class CLIPVisionTower(nn.Module):
                              f"got {list(pixel_values.shape)}")
         weight = self.patch_embed.weight
         batch, grid, p = pixel_values.shape[0], c.image_size // c.patch_size, c.patch_size
-        # stride == kernel: the convolution is a matmul over the flattened patches ([B·P, C·p·p] @ [C·p·p, Dv]),
-        # one copy to gather the patches instead of the convolution's im2col plus a transposing flatten
-        patches = pixel_values.to(weight.dtype).reshape(batch, c.num_channels, grid, p, grid, p)
-        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, grid * grid, -1)
-        patches = linear(patches, weight.view(weight.shape[0], -1))
+        if type(self.patch_embed) is not nn.Conv2d:
+            # a PEFT adapter wraps the convolution (its .weight is the base weight): call it so the update applies
+            patches = self.patch_embed(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
+        else:
+            # stride == kernel: the convolution is a matmul over the flattened patches ([B·P, C·p·p] @
+            # [C·p·p, Dv]), one copy to gather the patches instead of the convolution's im2col plus a transposing
+            # flatten
+            patches = pixel_values.to(weight.dtype).reshape(batch, c.num_channels, grid, p, grid, p)
+            patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, grid * grid, -1)
+            patches = linear(patches, weight.view(weight.shape[0], -1))
         cls = (self.class_embedding + self.position_embedding[0]).expand(patches.shape[0], 1, -1)
         x = torch.cat([cls, patches + self.position_embedding[1:]], dim=1)
         return self.ln_pre(x)

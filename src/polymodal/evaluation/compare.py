@@ -1,9 +1,8 @@
-"""``polymodal eval --compare RUN_A RUN_B``: is A's headline metric really different from B's?
+"""The statistics of ``polymodal eval --compare RUN_A RUN_B``: is A's headline metric really different from B's?
 
 Samples are matched by id, so the two runs may have been evaluated in a different order or on partly different rows
-(only the shared ids count, and the report says how many were left out). Each side is either an eval
-directory / predictions.json written by ``polymodal eval``, or a run / model directory, which is then
-evaluated on the split it was trained on.
+(only the shared ids count, and the report says how many were left out). Loading each side (a predictions.json, or
+a run / model directory evaluated on its split) is the compare recipe, :mod:`polymodal.recipes.compare`.
 
 Which test (stated in the result as ``test`` and ``ci_method``):
 
@@ -23,71 +22,11 @@ such guard adds a line to ``warnings`` that ``format_comparison`` prints.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 METRICS = ("accuracy", "macro_f1")
-
-
-def _weights_mtime(path: Path) -> float | None:
-    """Modification time of the model weights a run / model directory holds (None: no weights found)."""
-    for weights in (path / "best" / "model.safetensors", path / "model.safetensors"):
-        if weights.exists():
-            return weights.stat().st_mtime
-    return None
-
-
-def _predictions_file(path: Path, split: str) -> Path | None:
-    """The saved predictions.json of ``path``, or None when there is none or it is older than the weights.
-
-    A run directory retrained after its last ``polymodal eval`` keeps the old eval_<split>/ folder: its
-    predictions describe the previous model, so they are ignored and the current weights are evaluated.
-    """
-    if path.is_file():
-        return path
-    weights = _weights_mtime(path.parent if path.name == "best" else path)
-    for candidate in (path / "predictions.json", path / f"eval_{split}" / "predictions.json",
-                      path.parent / f"eval_{split}" / "predictions.json" if path.name == "best" else None):
-        if candidate is not None and candidate.exists():
-            if weights is not None and candidate.stat().st_mtime < weights:
-                return None  # stale: written before the model was last trained
-            return candidate
-    return None
-
-
-def load_predictions(path: str | Path, data: str | None = None, split: str = "test") -> dict[str, Any]:
-    """{ids, y_true, probs, labels, task, source} from predictions.json, or by evaluating the model at ``path``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    found = _predictions_file(path, split)
-    if found is not None:
-        try:
-            payload = json.loads(found.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{found} is not valid JSON: {err}") from err
-        missing = [k for k in ("ids", "y_true", "probs", "labels") if k not in payload]
-        if missing:
-            raise ValueError(f"{found} lacks {missing}: is it a predictions.json written by `polymodal eval`?")
-        payload["source"] = str(found)
-        return payload
-    from ..metrics.classification import predict_loader
-    from ..pipeline import prepare
-    from .report import eval_config_for, is_alignment, load_any_model
-
-    model, model_dir = load_any_model(path)
-    if is_alignment(model):
-        raise ValueError(f"{model_dir} is an alignment model: --compare works on classifiers' predictions")
-    config = eval_config_for(model, data, split)
-    _, loaders, _ = prepare(config, splits=(split,))
-    y_true, probs, ids = predict_loader(model, loaders[split])
-    if y_true is None:
-        raise ValueError(f"the {split} data of {model_dir} has no labels")
-    return {"ids": ids, "y_true": y_true.tolist(), "probs": probs.tolist(), "labels": list(model.labels),
-            "task": model.task, "source": str(model_dir)}
 
 
 def align_predictions(a: dict[str, Any], b: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
@@ -168,14 +107,6 @@ def compare_predictions(a: dict[str, Any], b: dict[str, Any], metric: str = "acc
     return result
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "accuracy", n_resamples: int = 1000,
-                 seed: int = 0, data: str | None = None, split: str = "test", alpha: float = 0.05) -> dict[str, Any]:
-    """Load (or compute) both runs' predictions and compare them with :func:`compare_predictions`."""
-    a = load_predictions(run_a, data, split)
-    b = load_predictions(run_b, data, split)
-    return compare_predictions(a, b, metric, n_resamples, seed, alpha=alpha)
-
-
 def format_comparison(result: dict[str, Any]) -> str:
     pct = int(round(100 * result["confidence"]))
     counts = result["samples"]
@@ -199,4 +130,4 @@ def format_comparison(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["compare_runs", "compare_predictions", "load_predictions", "align_predictions", "format_comparison"]
+__all__ = ["METRICS", "align_predictions", "compare_predictions", "format_comparison"]

@@ -237,15 +237,16 @@ def explain(model_dir: str | os.PathLike | nn.Module, inputs: dict[str, Any], ou
 
     Returns the summary also written to explanation.json: prediction, target, per-modality attributions (with
     convergence deltas), fusion attention shares, encoder rollouts, Shapley values and the written ``files``.
-    Raises ExplainError for an alignment model, an unknown target or modality; DataError for unreadable inputs.
+    Raises ExplainError for a model of another task than classification (e.g. alignment), an unknown target or
+    modality; DataError for unreadable inputs.
     """
     from ..inference.predictor import Predictor
 
     predictor = Predictor(model_dir, device=device, overrides=overrides)
-    if predictor.is_alignment:
+    if predictor.task_name != "classification":  # the model's recorded task, never its type or attributes
         raise ExplainError(
-            f"{predictor.source} is an alignment model (embeddings, no classifier head): explain needs a classifier "
-            "trained with `polymodal train`"
+            f"{predictor.source} is a model of the {predictor.task_name} task (no classifier head to attribute): "
+            "explain needs a classification model trained with `polymodal train`"
         )
     model = predictor.model
     try:

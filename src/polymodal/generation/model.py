@@ -78,9 +78,21 @@ class VisionLanguageModel(nn.Module):
     skip the encoder (stage-1 feature caches). Build with :meth:`build`; reload with :meth:`from_pretrained`.
     """
 
+    # The task a saved directory records (``tasks.generation``): a plain model answers conversations; the task
+    # that builds or loads one sets its own name (captioning, vqa, transcription, chat) on the instance.
+    task_name = "chat"
+    # The classification feature cache (training.cached_training) does not know GenerationBatch; stage 1 caches
+    # through ``encoded_tokens`` attachment inputs instead.
+    supports_feature_cache = False
+
     def __init__(self, config: VLMConfig, decoder: nn.Module, tokenizer: Any, encoders: dict[str, nn.Module],
                  connectors: dict[str, Connector]):
         super().__init__()
+        # Saved with the model ("generate" in config.json): the decoding defaults of generate / Predictor.
+        self.generation_defaults: dict[str, Any] = {}
+        # Save a merged copy when the decoder holds LoRA adapters (the Trainer saves best/ mid-training) instead of
+        # refusing; off by default so a plain user is told to merge first.
+        self.merge_lora_on_save = False
         missing = sorted(set(config.modalities) - set(connectors))
         if missing:
             raise ConfigError(f"vlm.modalities {missing} have no connector")
@@ -266,8 +278,17 @@ class VisionLanguageModel(nn.Module):
                             f"decoder's {limit} positions (max_position_embeddings); shorten the text, lower "
                             f"max_new_tokens or use fewer connector tokens (resampler num_tokens)")
 
+    def as_batch(self, batch: GenerationBatch | Any) -> GenerationBatch:
+        """A GenerationBatch as is; processed samples (``generation.data.SampleBatch``) tokenised for training."""
+        samples = getattr(batch, "samples", None)
+        if isinstance(batch, GenerationBatch) or samples is None:
+            return batch
+        return self.collator()(samples)
+
     def forward(self, batch: GenerationBatch) -> VLMOutput:
-        """Teacher forcing. With labels: loss_sum (Σ CE over answer tokens), num_tokens and their ratio ``loss``."""
+        """Teacher forcing. With labels: loss_sum (Σ CE over answer tokens), num_tokens and their ratio ``loss``.
+        ``batch``: a GenerationBatch, or processed samples (SampleBatch) which are tokenised first."""
+        batch = self.as_batch(batch)
         expanded = self.embed(batch, padding_side="right")
         self.check_length(expanded.inputs_embeds.shape[1])
         out = self.decoder(inputs_embeds=expanded.inputs_embeds, attention_mask=expanded.attention_mask,
@@ -282,6 +303,7 @@ class VisionLanguageModel(nn.Module):
 
     def loss_counts(self, batch: GenerationBatch) -> dict[str, float]:
         """Answer tokens of a batch before running it (a trainer sums these over an accumulated step)."""
+        batch = self.as_batch(batch)
         if batch.labels is None:
             return {"lm": 0.0}
         return {"lm": float(count_answer_tokens(batch.labels, batch.attention_mask))}

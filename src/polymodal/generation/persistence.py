@@ -1,6 +1,7 @@
 """Save / load of a VisionLanguageModel: one self-contained directory that reloads offline with no other file.
 
-    config.json          {"architecture": "VisionLanguageModel", "vlm": VLMConfig, "decoder": HF config dict, ...}
+    config.json          {"task": "captioning" | "vqa" | "transcription" | "chat", "architecture": "VisionLanguageModel",
+                          "generate": decoding defaults, "vlm": VLMConfig, "decoder": HF config dict, ...}
     model.safetensors    every weight: encoders, connectors, decoder (tied weights saved once per name)
     tokenizer/           the tokenizer (save_pretrained), with its chat template
     hf/<modality>/       the HF config of a Hugging Face encoder, so it rebuilds without the original checkpoint
@@ -22,7 +23,7 @@ from torch import nn
 
 from .. import __version__
 from ..config import ConfigError, config_to_dict
-from ..decoders import causal_lm_from_config, is_peft_model
+from ..decoders import causal_lm_from_config, is_peft_model, merge_lora
 from ..files import apply_plain_modes
 from ..models.persistence import (
     CONFIG_NAME,
@@ -40,6 +41,8 @@ TOKENIZER_DIR = "tokenizer"
 
 def save_vlm(model: Any, directory: str | os.PathLike) -> Path:
     """Write ``model`` to ``directory`` (created if needed); files are replaced atomically one by one."""
+    if is_peft_model(model.decoder) and getattr(model, "merge_lora_on_save", False):
+        return _save_merged_copy(model, directory)
     if is_peft_model(model.decoder):
         raise ConfigError("the decoder still holds unmerged LoRA adapters; call model.merge_lora() before "
                           "save_pretrained, so the directory reloads as a plain model")
@@ -54,15 +57,32 @@ def save_vlm(model: Any, directory: str | os.PathLike) -> Path:
     apply_plain_modes(directory / TOKENIZER_DIR)
     payload = {
         "polymodal_version": __version__,
+        "task": getattr(model, "task_name", "chat"),
         "architecture": ARCHITECTURE,
         "vlm": config_to_dict(config),
         "decoder": model.decoder.config.to_dict(),
         "custom_encoders": sorted(name for name in model.encoders if name not in with_config),
     }
+    if getattr(model, "generation_defaults", None):
+        payload["generate"] = dict(model.generation_defaults)
     atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2))
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
     atomic_save_safetensors(state, directory / WEIGHTS_NAME)
     return directory
+
+
+def _save_merged_copy(model: Any, directory: str | os.PathLike) -> Path:
+    """Save ``model`` with its LoRA adapters merged (W + B·A·α/r) into a copy of the decoder; the model itself
+    keeps training with its adapters."""
+    import copy
+
+    decoder = model.decoder
+    merged = merge_lora(copy.deepcopy(decoder))
+    try:
+        model.decoder = merged
+        return save_vlm(model, directory)
+    finally:
+        model.decoder = decoder
 
 
 def load_vlm(cls: type, directory: str | os.PathLike, *, encoders: dict[str, nn.Module] | None = None,
@@ -108,6 +128,10 @@ def load_vlm(cls: type, directory: str | os.PathLike, *, encoders: dict[str, nn.
     if missing or unexpected:
         raise ConfigError(f"{weights_path} does not match {config_path}: missing {missing[:5]}, unexpected "
                           f"{unexpected[:5]}")
+    if isinstance(payload.get("task"), str):
+        model.task_name = payload["task"]
+    if isinstance(payload.get("generate"), dict):
+        model.generation_defaults = dict(payload["generate"])
     model.to(map_location)
     model.eval()
     return model

@@ -4,11 +4,14 @@ The model directory's own processors turn raw inputs into the Batch the model wa
 equals ``model(batch)`` on what the data pipeline would have produced for the same files. A modality that is
 not given (or given as None / an empty string, like an empty manifest cell) is carried as absent via the mask.
 
-Every model ``polymodal train`` writes loads here (by the ``task`` recorded in config.json, never guessed):
+Every model ``polymodal train`` writes loads here (by the ``task`` recorded in config.json, never guessed), and its
+task turns the model's outputs into the task's predictions (``Task.postprocessor``, :mod:`polymodal.tasks`):
 
-- a classifier (MultimodalModel): the head's label and probabilities;
-- an alignment model (AlignmentModel): a zero-shot label for image / audio inputs against the class names and
-  prompt templates saved with it (:mod:`.zeroshot`), and :meth:`Predictor.embed` for unit-norm embeddings.
+- classification (MultimodalModel, EnsembleModel): the head's label and probabilities;
+- alignment (AlignmentModel): a zero-shot label for image / audio inputs against the class names and prompt
+  templates saved with it (:mod:`polymodal.tasks.zeroshot`), and :meth:`Predictor.embed` for unit-norm embeddings.
+
+:func:`.batch.predict_manifest` runs a Predictor over an unlabelled manifest (``polymodal predict --data``).
 
 ``overrides`` (``--set`` of ``polymodal predict`` / ``eval``) change processor options of the saved model, e.g.
 ``model.modalities.image.processor.max_pixels=100000000`` to accept a larger image than the saved cap.
@@ -18,10 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -29,30 +32,16 @@ from torch import nn
 from ..config import ConfigError, parse_override
 from ..data.errors import DataError
 from ..errors import PolymodalError
-from ..heads import probabilities
 from ..models import ModelDirectoryError
 from ..tasks import UnknownTaskError, task_of
 from ..tasks import load_model as load_saved_model
+from ..tasks.predictions import EmbeddingPrediction, Prediction, PredictionError, given_modalities
 from ..types import Batch
-from .zeroshot import PredictionError, ZeroShotClassifier
-
-
-@dataclass
-class Prediction:
-    label: str | list[str]  # the predicted label (multi-label: every label over the threshold)
-    probabilities: dict[str, float]  # label → probability (multiclass / binary: they sum to 1)
-    modalities: list[str]  # which modalities the prediction used
-
-    def top(self, k: int = 5) -> list[tuple[str, float]]:
-        """The k most probable labels as (label, probability), most probable first."""
-        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "probabilities": self.probabilities, "modalities": self.modalities}
 
 
 def is_alignment_model(model: Any) -> bool:
-    """True for a model of the alignment task (multi-tower embeddings, no classifier head): its recorded task."""
+    """True for a model of the alignment task (multi-tower embeddings, no classifier head): its recorded task.
+    Kept for user code; polymodal dispatches on ``task_of(model)`` itself."""
     try:
         return task_of(model).name == "alignment"
     except UnknownTaskError:
@@ -141,6 +130,27 @@ def check_finite_outputs(outputs: torch.Tensor, source: Any) -> None:
         )
 
 
+def check_finite_predictions(predictions: list[Any], source: Any) -> None:
+    """Raise NonFiniteModelError when a prediction's numbers (``numbers()``) hold NaN or inf: never NaN
+    probabilities with exit 0."""
+    for prediction in predictions:
+        numbers = prediction.numbers() if hasattr(prediction, "numbers") else []
+        if not all(math.isfinite(x) for x in numbers):
+            check_finite_outputs(torch.tensor([math.nan]), source)
+
+
+class ProcessedSample(NamedTuple):
+    """One sample through the model's processors: modality name → processed item (``processor.empty()`` where
+    absent) and modality name → whether it was given. :meth:`Predictor.collate` stacks them into a Batch."""
+
+    items: dict[str, Any]
+    present: dict[str, bool]
+
+    @property
+    def given(self) -> list[str]:
+        return [name for name, flag in self.present.items() if flag]
+
+
 def _absent(raw: Any) -> bool:
     return raw is None or (isinstance(raw, str) and not raw.strip())
 
@@ -151,9 +161,15 @@ class Predictor:
     Inputs are keyed by modality name; a modality kind ("image", "audio", "text") also works when the model has
     exactly one modality of that kind (so ``--image`` reaches a modality named "photo").
 
-    ``model``: a model / run directory or a loaded MultimodalModel / AlignmentModel. ``overrides``: processor
-    options (:func:`apply_processor_overrides`). Alignment models only: ``classnames`` and ``templates`` (one list,
-    or per modality name) replace the zero-shot classes / prompts saved with the model.
+    ``model``: a model / run directory or a loaded polymodal model (MultimodalModel, EnsembleModel,
+    AlignmentModel, ...). Its task (``task_of(model)``, the ``task`` recorded in config.json) says what a prediction
+    is: ``predict`` returns the task's prediction type (:class:`~polymodal.tasks.predictions.Prediction`: label +
+    probabilities). ``threshold``: multilabel cut-off. ``overrides``: processor options
+    (:func:`apply_processor_overrides`). ``classnames`` / ``templates`` (one list, or per modality name): the
+    zero-shot classes / prompts of an alignment model instead of those saved with it.
+
+    Raises ConfigError / FileNotFoundError for a directory that holds no model, UnknownTaskError for a model of a
+    task this install lacks, PredictionError for options the task does not take (``classnames`` for a classifier).
     """
 
     def __init__(self, model: nn.Module | str | os.PathLike, device: str = "cpu", threshold: float = 0.5,
@@ -167,17 +183,35 @@ class Predictor:
         self.model = model.to(device).eval()
         self.device = device
         self.threshold = threshold
-        self.is_alignment = is_alignment_model(self.model)
+        self.task = task_of(self.model)
         model_dir = self.source if isinstance(self.source, Path) else None
-        self.zeroshot = ZeroShotClassifier(self.model, classnames, templates, model_dir) if self.is_alignment else None
+        self.postprocessor = self.task.postprocessor(self.model, model_dir=model_dir, threshold=threshold,
+                                                     classnames=classnames, templates=templates)
+        self.is_alignment = self.task.name == "alignment"  # kept for user code: the task says it
+        self.zeroshot = getattr(self.postprocessor, "zeroshot", None)  # kept for user code (alignment models)
         names = self.model.modality_names
         kinds = [self.model.config.modalities[name].kind for name in names]
         self._by_kind = {kind: name for kind, name in zip(kinds, names) if kinds.count(kind) == 1}
 
     @property
+    def task_name(self) -> str:
+        """The model's task: "classification", "alignment", ..."""
+        return self.task.name
+
+    @property
+    def head_task(self) -> str | None:
+        """multiclass | binary | multilabel for a classifier, None for a task without a classification head."""
+        return self.postprocessor.head_task
+
+    @property
+    def can_embed(self) -> bool:
+        """Whether :meth:`embed` works (a model with a shared embedding space)."""
+        return bool(self.postprocessor.can_embed)
+
+    @property
     def labels(self) -> list[str]:
         """The labels a prediction chooses from (an alignment model: its zero-shot class names)."""
-        return list(self.zeroshot.classnames) if self.zeroshot is not None else list(self.model.labels)
+        return list(self.postprocessor.labels)
 
     def _resolve(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Map kind aliases onto modality names; reject unknown keys and samples with no usable input."""
@@ -194,94 +228,96 @@ class Predictor:
             raise ValueError(f"a sample needs at least one of the model's modalities {names}")
         return resolved
 
-    def make_batch(self, samples: list[dict[str, Any]]) -> Batch:
-        """Raw samples → the Batch the model was trained on (absent modalities: processor.empty(), mask False)."""
-        samples = [self._resolve(sample) for sample in samples]
-        inputs, present = {}, {}
+    def check(self, sample: dict[str, Any], embed: bool = False) -> dict[str, Any]:
+        """``sample`` with kinds mapped onto modality names, once the task can answer it: ValueError for an unknown
+        modality or an empty sample, PredictionError for what the task cannot answer (e.g. a text-only sample for
+        a zero-shot label, ``embed`` of a classifier). Nothing is decoded here."""
+        if embed and not self.postprocessor.can_embed:
+            self.postprocessor.check([], embed=True)  # raises, saying what the model does instead
+        resolved = self._resolve(sample)
+        self.postprocessor.check([name for name in self.model.modality_names if not _absent(resolved.get(name))],
+                                 embed=embed)
+        return resolved
+
+    def process(self, sample: dict[str, Any]) -> ProcessedSample:
+        """One raw sample through the model's processors (header checks first: size caps refuse a huge file before
+        decoding). Raises ValueError for unknown modalities, DataError naming the modality for a bad input."""
+        sample = self._resolve(sample)
+        items, present = {}, {}
         for name in self.model.modality_names:
             processor = self.model.processors[name]
-            items, flags = [], []
-            for index, sample in enumerate(samples):
-                raw = sample.get(name)
-                if _absent(raw):
-                    items.append(processor.empty())
-                    flags.append(False)
-                    continue
-                try:
-                    processor.check(raw)  # header checks first: size caps refuse a huge file before decoding
-                    items.append(processor(raw))
-                except DataError as err:
-                    where = f"sample {index}: " if len(samples) > 1 else ""
-                    raise DataError(f"{where}{name}: {err}") from err
-                flags.append(True)
-            inputs[name] = processor.collate(items)
-            present[name] = torch.tensor(flags, dtype=torch.bool)
-        return Batch(inputs=inputs, present=present, ids=[str(i) for i in range(len(samples))])
+            raw = sample.get(name)
+            if _absent(raw):
+                items[name], present[name] = processor.empty(), False
+                continue
+            try:
+                processor.check(raw)
+                items[name] = processor(raw)
+            except DataError as err:
+                raise DataError(f"{name}: {err}") from err
+            present[name] = True
+        return ProcessedSample(items, present)
+
+    def collate(self, processed: list[ProcessedSample], ids: list[str] | None = None) -> Batch:
+        """Processed samples → the Batch the model was trained on (absent modalities: mask False)."""
+        inputs, present = {}, {}
+        for name in self.model.modality_names:
+            inputs[name] = self.model.processors[name].collate([p.items[name] for p in processed])
+            present[name] = torch.tensor([p.present[name] for p in processed], dtype=torch.bool)
+        return Batch(inputs=inputs, present=present, ids=list(ids) if ids else [str(i) for i in range(len(processed))])
+
+    def make_batch(self, samples: list[dict[str, Any]]) -> Batch:
+        """Raw samples → the Batch the model was trained on (absent modalities: processor.empty(), mask False)."""
+        processed = []
+        for index, sample in enumerate(samples):
+            try:
+                processed.append(self.process(sample))
+            except DataError as err:
+                if len(samples) == 1:
+                    raise
+                raise DataError(f"sample {index}: {err}") from err
+        return self.collate(processed)
+
+    def _checked(self, samples: list[dict[str, Any]], embed: bool) -> list[dict[str, Any]]:
+        resolved = []
+        for index, sample in enumerate(samples):
+            try:
+                resolved.append(self.check(sample, embed=embed))
+            except PredictionError as err:
+                if len(samples) == 1 or (embed and not self.postprocessor.can_embed):
+                    raise
+                raise PredictionError(f"sample {index}: {err}") from err
+        return resolved
 
     @torch.no_grad()
-    def predict_batch(self, samples: list[dict[str, Any]]) -> list[Prediction]:
-        """One Prediction per sample (a dict modality name or kind → raw input)."""
-        if self.zeroshot is not None:
-            return self._predict_zeroshot(samples)
-        batch = self.make_batch(samples)
-        resolved = [self._resolve(sample) for sample in samples]
-        logits = self.model(batch.to(self.device)).logits.float()
-        probs = probabilities(logits, self.model.task).cpu()
-        check_finite_outputs(probs, self.source)  # never NaN probabilities with exit 0
-        labels = self.model.labels
-        if self.model.task == "binary" and len(labels) == 1:  # one named (positive) class: name the other side
-            labels = [f"not {labels[0]}", labels[0]]
-        results = []
-        for i, sample in enumerate(resolved):
-            row = probs[i].tolist()
-            if self.model.task == "multilabel":
-                label: str | list[str] = [lab for lab, p in zip(labels, row) if p >= self.threshold]
-            else:
-                label = labels[int(probs[i].argmax())]
-            used = [name for name in self.model.modality_names if not _absent(sample.get(name))]
-            results.append(Prediction(label=label, probabilities=dict(zip(labels, row)), modalities=used))
-        return results
+    def predict_processed(self, batch: Batch, embed: bool = False) -> list[Any]:
+        """The task's prediction for each sample of a processed ``batch`` (:meth:`collate`): a Prediction (label +
+        probabilities), or with ``embed`` an EmbeddingPrediction of the modalities each sample gave. Raises
+        NonFiniteModelError for NaN / inf outputs, PredictionError for what the task cannot answer."""
+        batch = batch.to(self.device)
+        if embed:
+            if not self.postprocessor.can_embed:
+                self.postprocessor.check([], embed=True)
+            embeddings = self.postprocessor.embed(batch)
+            given = given_modalities(batch, list(self.model.modality_names))
+            predictions: list[Any] = [EmbeddingPrediction({name: embeddings[name][i] for name in names}, names)
+                                      for i, names in enumerate(given)]
+        else:
+            predictions = self.postprocessor.predict(batch)
+        check_finite_predictions(predictions, self.source)
+        return predictions
 
-    def _predict_zeroshot(self, samples: list[dict[str, Any]]) -> list[Prediction]:
-        """Alignment model: zero-shot label of each sample's image / audio inputs (mean over those it has)."""
-        zeroshot = self.zeroshot
-        resolved = [self._resolve(sample) for sample in samples]
-        used = [[name for name in zeroshot.query_modalities if not _absent(sample.get(name))] for sample in resolved]
-        kind = "/".join(sorted({self.model.config.modalities[m].kind for m in zeroshot.query_modalities})) or "image"
-        for index, sample in enumerate(resolved):
-            texts = [name for name in self.model.modality_names
-                     if name not in zeroshot.query_modalities and not _absent(sample.get(name))]
-            if texts or not used[index]:
-                where = f"sample {index}: " if len(samples) > 1 else ""
-                raise PredictionError(
-                    f"{where}an alignment model ({', '.join(self.model.modality_names)}) predicts a zero-shot label "
-                    f"for {kind} inputs only; it does not classify {', '.join(texts) or 'an empty sample'}. To find "
-                    "the items that match a text, build an index and query it: `polymodal retrieve index MODEL "
-                    "--data DATA --modality NAME --out INDEX`, then `polymodal retrieve query INDEX --text ...`"
-                )
-        batch = self.make_batch(resolved).to(self.device)
-        probs = zeroshot.probabilities(batch, used)
-        check_finite_outputs(probs, self.source)
-        names = zeroshot.classnames
-        return [
-            Prediction(label=names[int(probs[i].argmax())], probabilities=dict(zip(names, probs[i].tolist())),
-                       modalities=used[i])
-            for i in range(len(resolved))
-        ]
+    def predict_batch(self, samples: list[dict[str, Any]]) -> list[Prediction]:
+        """One prediction per sample (a dict modality name or kind → raw input), of the model's task."""
+        return self.predict_processed(self.make_batch(self._checked(samples, embed=False)))
 
     @torch.no_grad()
     def embed_batch(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Alignment models: modality name → unit-norm embeddings [B, E] (rows of absent inputs are zeros), for
-        every modality given in at least one sample. Raises PredictionError for a classifier."""
-        if not self.is_alignment:
-            raise PredictionError(
-                "embed needs an alignment model (a shared embedding space); this is a classifier "
-                f"(MultimodalModel, labels {self.labels[:5]}): use predict"
-            )
-        resolved = [self._resolve(sample) for sample in samples]
-        batch = self.make_batch(resolved).to(self.device)
-        given = [name for name in self.model.modality_names if any(not _absent(s.get(name)) for s in resolved)]
-        return {name: self.model.encode(batch, name).cpu() for name in given}
+        """Models with a shared embedding space (alignment): modality name → unit-norm embeddings [B, E] (rows of
+        absent inputs are zeros), for every modality given in at least one sample. Raises PredictionError for a
+        model without one (a classifier)."""
+        batch = self.make_batch(self._checked(samples, embed=True)).to(self.device)
+        return self.postprocessor.embed(batch)
 
     def embed(self, sample: dict[str, Any] | None = None, **modalities: Any) -> dict[str, torch.Tensor]:
         """One sample → modality name → its unit-norm embedding [E] (alignment models), e.g.
@@ -293,3 +329,8 @@ class Predictor:
         """One sample, as a dict or keyword arguments: ``predict(image="x.png", text="...")``."""
         sample = dict(sample or {}, **modalities)
         return self.predict_batch([sample])[0]
+
+
+__all__ = ["EmbeddingPrediction", "NonFiniteModelError", "Prediction", "PredictionError", "ProcessedSample",
+           "Predictor", "apply_processor_overrides", "check_finite_model", "is_alignment_model", "load_model",
+           "resolve_model_dir"]

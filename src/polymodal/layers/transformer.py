@@ -19,6 +19,17 @@ from .mlp import FusedMLP, fused_mlp_supported, quick_gelu
 from .norms import LayerNormFp32
 
 
+def _plain(module: nn.Module) -> bool:
+    """True for an unwrapped nn.Linear. A PEFT adapter (LoRA, IA3, ...) replaces the layer by a wrapper whose
+    ``.weight`` is still the base weight: reading it directly would silently skip the adapter, so wrapped layers
+    are called as modules instead of through the fast weight paths."""
+    return type(module) is nn.Linear
+
+
+def _project(module: nn.Module, x: Tensor) -> Tensor:
+    return linear(x, module.weight, module.bias) if _plain(module) else module(x)
+
+
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block: x + attn(ln_1(x)); x + mlp(ln_2(x)). tokens [B, N, D] → [B, N, D].
 
@@ -40,7 +51,7 @@ class ResidualAttentionBlock(nn.Module):
 
     def mlp(self, x: Tensor) -> Tensor:
         h = self.ln_2(x)
-        if fused_mlp_supported(h, self.fc1.weight):
+        if _plain(self.fc1) and _plain(self.fc2) and fused_mlp_supported(h, self.fc1.weight):
             # the fused function's backward works in the forward's dtypes, which autocast would change
             out = FusedMLP.apply(h.reshape(-1, h.shape[-1]), self.fc1.weight, self.fc1.bias, self.fc2.weight,
                                  self.fc2.bias, self.act_name)
@@ -50,13 +61,13 @@ class ResidualAttentionBlock(nn.Module):
     def forward(self, x: Tensor, causal: bool = False, attn_mask: Tensor | None = None) -> Tensor:
         """x [B, N, D]; attn_mask [B, 1, N, N] bool (True = may attend) or None."""
         batch, length, width = x.shape
-        qkv = linear(self.ln_1(x), self.qkv.weight, self.qkv.bias)
+        qkv = _project(self.qkv, self.ln_1(x))
         # [B, N, 3, H, hd] → three [B, H, N, hd] views: no copy before SDPA. Unbinding dim 2 (not a leading
         # dim of a permuted view) makes the backward stack the q/k/v grads straight into the [B, N, 3D] layout
         # of the qkv output: one copy, where permute-then-unbind needs a stack plus a transposing clone.
         q, k, v = (t.transpose(1, 2) for t in qkv.view(batch, length, 3, self.heads, -1).unbind(2))
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None)
-        x = x + linear(attn.transpose(1, 2).reshape(batch, length, width), self.out_proj.weight, self.out_proj.bias)
+        x = x + _project(self.out_proj, attn.transpose(1, 2).reshape(batch, length, width))
         return x + self.mlp(x)
 
     def forward_query(self, x: Tensor, query_index: Tensor | None, key_mask: Tensor | None) -> Tensor:
@@ -66,6 +77,9 @@ class ResidualAttentionBlock(nn.Module):
         Keys/values are computed for every position, queries, out_proj and the MLP for one token only.
         """
         batch, length, width = x.shape
+        if not (_plain(self.qkv) and _plain(self.out_proj)):  # adapted projections: the full-sequence path
+            x = self.forward(x, False, None if key_mask is None else key_mask[:, None, None, :])
+            return x[:, 0] if query_index is None else x[torch.arange(batch, device=x.device), query_index]
         # split (not slicing) so that the backward is one cat per tensor instead of zero-filled full-size grads
         w_q, w_kv = self.qkv.weight.split([width, 2 * width])
         b_q, b_kv = self.qkv.bias.split([width, 2 * width])

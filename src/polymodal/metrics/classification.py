@@ -351,7 +351,7 @@ def _run_model(model, loader, device=None, autocast=None) -> tuple[np.ndarray, n
                 labels.append(batch.labels.cpu())
                 # the classification objective (tasks/classification.py): models return logits, not losses
                 loss = output.loss if output.loss is not None else classification_loss(
-                    output.logits.float(), batch.labels, task)
+                    output.logits, batch.labels, task)
                 loss_sum += float(loss) * len(batch)
                 loss_count += len(batch)
     finally:

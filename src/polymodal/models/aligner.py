@@ -33,6 +33,8 @@ from ..objectives import OBJECTIVES, ModalitySpec, ObjectiveSetup, PairInputs
 from ..objectives.accumulation import LossTerm, combine, term_from_mean
 from ..objectives.distributed import world_info
 from ..objectives.masked_lm import PREPARED_KEYS
+from ..peft import apply_finetune, is_adapter_dir
+from ..peft.adapters import attach_adapter, read_adapter
 from ..types import Batch, ModalityOutput
 from .persistence import (
     CONFIG_NAME,
@@ -45,7 +47,7 @@ from .persistence import (
 )
 
 TASK = "alignment"  # the task a saved aligner records (config.json "task")
-__all__ = ["TASK", "AlignmentConfig", "AlignmentModel", "AlignmentOutput", "ObjectiveConfig"]
+__all__ = ["TASK", "AlignmentConfig", "AlignmentModel", "AlignmentOutput", "ObjectiveConfig", "load_alignment_adapter"]
 
 
 @dataclass
@@ -125,6 +127,11 @@ def _check_logit_scale(init_scale: float, config: AlignmentConfig) -> None:
         )
 
 
+def _rows_of(inputs: dict[str, Tensor] | None, rows: Tensor) -> dict[str, Tensor]:
+    """The processor inputs of ``rows`` ({} for a modality given only as encoder outputs, e.g. from a cache)."""
+    return {k: v[rows] for k, v in (inputs or {}).items()}
+
+
 def _select_rows(out: ModalityOutput, index: Tensor) -> ModalityOutput:
     return ModalityOutput(tokens=out.tokens[index], mask=out.mask[index], pooled=out.pooled[index],
                           present=out.present[index])
@@ -132,6 +139,11 @@ def _select_rows(out: ModalityOutput, index: Tensor) -> ModalityOutput:
 
 class AlignmentModel(nn.Module):
     task_name = TASK  # the task this model belongs to (polymodal.tasks), recorded when saved
+    # A feature cache hands forward_encoded the whole batch (labels, presence, the inputs objectives read).
+    forward_encoded_reads_batch = True
+    # Validation's instance-level retrieval groups rows by their processed inputs (metrics.alignment): a cached
+    # run validates on raw batches (the cached encoders still do not run).
+    validates_on_inputs = True
 
     def __init__(self, config: AlignmentConfig, load_pretrained_weights: bool = True):
         super().__init__()
@@ -257,20 +269,22 @@ class AlignmentModel(nn.Module):
                 continue
             yield a, b, rows
 
-    def loss_counts(self, batch: Batch) -> dict[str, float]:
+    def loss_counts(self, batch: Batch, modalities: list[str] | None = None) -> dict[str, float]:
         """Items per loss term ("objective/a-b") of a prepared batch (:meth:`prepare_batch`), without running it.
 
         Samples for clip / siglip, scored pairs for itm, masked tokens for mlm. The Trainer sums these over an
         optimizer step's micro-batches and weighs each micro-batch's losses by its share (objectives.accumulation).
+        ``modalities``: those the batch provides (default: the ones with inputs; a feature-cache batch provides
+        cached modalities without inputs, training.feature_cache).
         """
         groups = batch.labels if batch.labels is not None and batch.labels.dim() == 1 else None
-        present = {name: batch.present[name] for name in self.modality_names if name in batch.inputs}
+        names = modalities if modalities is not None else [n for n in self.modality_names if n in batch.inputs]
+        present = {name: batch.present[name] for name in self.modality_names if name in names}
         counts: dict[str, float] = {}
         for a, b, rows in self._pair_rows(present):
             empty = torch.empty(int(rows.numel()), 0)  # count() reads only the row count, groups and inputs
             pair = PairInputs(a=a, b=b, emb_a=empty, emb_b=empty, logit_scale=self.logit_scale.detach(),
-                              inputs_a={k: v[rows] for k, v in batch.inputs[a].items()},
-                              inputs_b={k: v[rows] for k, v in batch.inputs[b].items()},
+                              inputs_a=_rows_of(batch.inputs.get(a), rows), inputs_b=_rows_of(batch.inputs.get(b), rows),
                               group_ids=None if groups is None else groups[rows])
             for i, objective in enumerate(self.objectives):
                 count = objective.count(pair)
@@ -279,9 +293,27 @@ class AlignmentModel(nn.Module):
         return counts
 
     def forward(self, batch: Batch) -> AlignmentOutput:
+        """Batch → AlignmentOutput: :meth:`encode_raw` then :meth:`forward_encoded` (the loss is part of the
+        output: the objectives carry trained layers and the logit scale, tasks/alignment.py)."""
         batch = self.prepare_batch(batch)
-        outs = {name: self.encode_modality(name, batch.inputs[name], batch.present[name])
+        return self.forward_encoded(self.encode_raw(batch), batch)
+
+    def encode_raw(self, batch: Batch) -> dict[str, ModalityOutput]:
+        """Encoder outputs (tokens [B, N, D_enc], pooled [B, D_enc]) of every model modality with inputs in
+        ``batch``, before projection — what a feature cache stores (training.feature_cache)."""
+        return {name: self.encode_modality(name, batch.inputs[name], batch.present[name])
                 for name in self.modality_names if name in batch.inputs}
+
+    def forward_encoded(self, raw_outputs: dict[str, ModalityOutput], batch: Batch) -> AlignmentOutput:
+        """projection → normalised embeddings → objectives, from encoder outputs (live or cached).
+
+        ``raw_outputs``: per modality the encoder's ModalityOutput (keys: the modalities the batch provides, ≥ 2);
+        ``batch``: its labels (positives by class) and the processor inputs the objectives read (MLM re-encodes
+        its text from them: :meth:`cache_blockers` says which modalities must therefore stay live). Raises
+        ValueError when fewer than two of the model's modalities are given.
+        """
+        batch = self.prepare_batch(batch)
+        outs = {name: raw_outputs[name] for name in self.modality_names if name in raw_outputs}
         if len(outs) < 2:
             raise ValueError(f"batch has {list(outs)}; alignment needs two of the model's modalities {self.modality_names}")
         embeddings = {name: self.embed(name, out) for name, out in outs.items()}
@@ -295,8 +327,7 @@ class AlignmentModel(nn.Module):
             pair = PairInputs(
                 a=a, b=b, emb_a=embeddings[a][rows], emb_b=embeddings[b][rows], logit_scale=scale,
                 logit_bias=self.logit_bias, out_a=_select_rows(outs[a], rows), out_b=_select_rows(outs[b], rows),
-                inputs_a={k: v[rows] for k, v in batch.inputs[a].items()},
-                inputs_b={k: v[rows] for k, v in batch.inputs[b].items()},
+                inputs_a=_rows_of(batch.inputs.get(a), rows), inputs_b=_rows_of(batch.inputs.get(b), rows),
                 group_ids=None if groups is None else groups[rows], encode=self.encode_modality,
             )
             similarity = scale * pair.emb_a @ pair.emb_b.T
@@ -313,6 +344,22 @@ class AlignmentModel(nn.Module):
         if terms:
             total = total + combine(terms)
         return AlignmentOutput(loss=total, losses=losses, embeddings=embeddings, logits=logits, loss_terms=terms)
+
+    # ------------------------------------------------------------------------------------------ feature cache
+
+    def cache_blockers(self, modality: str) -> str | None:
+        """Why ``modality``'s encoder outputs cannot come from a feature cache, or None when they can: an
+        objective that re-encodes that modality's raw inputs (MLM re-runs the text encoder on masked ids)."""
+        for name, objective in zip(self.objective_names, self.objectives):
+            if modality in objective.raw_input_modalities():
+                return (f"objective {name!r} re-encodes the raw {modality!r} inputs (it cannot read cached "
+                        "encoder outputs)")
+        return None
+
+    def cache_needs_tokens(self) -> bool:
+        """True when an objective reads token outputs [n, N, D] (itm, mlm): a cache must then keep tokens, not only
+        pooled vectors (contrastive objectives read pooled embeddings alone)."""
+        return any(objective.reads_tokens for objective in self.objectives)
 
     # ------------------------------------------------------------------------------------------ processors
 
@@ -348,6 +395,8 @@ class AlignmentModel(nn.Module):
         ValueError (weights that do not match the config)."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not weights_path.exists() and is_adapter_dir(directory):  # adapter-only save: base + trained weights
+            return load_alignment_adapter(directory, map_location=map_location, trust_remote_code=trust_remote_code)
         for path in (config_path, weights_path):
             if not path.exists():
                 raise FileNotFoundError(f"{path} not found: is {directory} a polymodal alignment model directory?")
@@ -362,8 +411,6 @@ class AlignmentModel(nn.Module):
         config.modalities = load_time_trust(config.modalities, config_path, trust_remote_code)
         model = cls(config, load_pretrained_weights=False)
         if payload.get("finetune"):
-            from ..peft import apply_finetune
-
             apply_finetune(model, payload["finetune"])  # rebuild adapters / prompts before loading weights
         state = load_file(str(weights_path), device=map_location)
         try:
@@ -386,3 +433,36 @@ class AlignmentModel(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"total": total, "trainable": trainable, "trainable_share": trainable / max(total, 1)}
+
+
+def load_alignment_adapter(directory: str | os.PathLike, base_dir: str | os.PathLike | None = None,
+                           map_location: str = "cpu", *, trust_remote_code: bool = False) -> AlignmentModel:
+    """Rebuild an aligner from an adapter directory (``peft.save_adapter`` of a fine-tuned AlignmentModel): the base
+    directory's model section (objectives etc. as recorded by the adapter), its weights, the recorded finetune
+    strategy, then the adapter's trained weights (adapters, prompts, projections, logit scale, objective layers).
+
+    ``base_dir`` overrides the recorded base location (its weights must match the recorded fingerprint). Raises
+    ModelDirectoryError (an adapter of another task's model, or a base that is not an aligner), ValueError /
+    FileNotFoundError from :func:`polymodal.peft.adapters.read_adapter`. Code shipped in the base directory runs
+    only with ``trust_remote_code=True``.
+    """
+    from ..encoders.hf import load_time_trust  # local import, as for build_encoder
+
+    files = read_adapter(directory, base_dir, map_location)
+    task = files.payload.get("task", "classification")
+    if task != TASK:
+        raise ModelDirectoryError(f"{files.directory}: an adapter of a {task} model, not an aligner; load it with "
+                                  "polymodal.tasks.load_model or that task's model class")
+    base_payload = read_model_config(files.base)
+    if base_payload["task"] != TASK:
+        raise ModelDirectoryError(f"{files.directory}: its base {files.base} is a {base_payload['task']} model, "
+                                  "not an aligner")
+    section = dict(base_payload["model"], **{k: v for k, v in (files.payload.get("model") or {}).items()
+                                             if k != "modalities"})
+    config = from_dict(AlignmentConfig, section, "model")
+    config.modalities = resolve_saved_paths(config.modalities, files.base)
+    config.modalities = load_time_trust(config.modalities, files.base / CONFIG_NAME, trust_remote_code)
+    model = attach_adapter(AlignmentModel(config, load_pretrained_weights=False), files)
+    model.clamp_parameters()
+    model.zeroshot = files.payload.get("zeroshot")
+    return model

@@ -227,6 +227,9 @@ def load_adapter(directory: str | os.PathLike, base_dir: str | os.PathLike | Non
     from ..encoders.hf import load_time_trust  # local import, as for build_encoder
 
     files = read_adapter(directory, base_dir, map_location)
+    if files.payload.get("task", TASK) != TASK:  # adapters saved before the task field are classifiers
+        raise ModelDirectoryError(f"{files.directory}: an adapter of a {files.payload['task']} model, not a "
+                                  "classifier; load it with polymodal.tasks.load_model or that task's model class")
     base_payload = read_model_config(files.base)
     config = from_dict(ModelConfig, dict(base_payload["model"], fusion=files.payload["fusion"],
                                          head=files.payload["head"]), "model")

@@ -31,7 +31,7 @@ HF_DIR = "hf"
 
 # The task each pre-``task`` architecture name stood for (directories saved by polymodal ≤ 0.x).
 LEGACY_ARCHITECTURES = {"MultimodalModel": "classification", "AlignmentModel": "alignment",
-                        "EnsembleModel": "classification", "VisionLanguageModel": "generation"}
+                        "EnsembleModel": "classification", "VisionLanguageModel": "chat"}
 
 
 class ModelDirectoryError(PolymodalError, ValueError):

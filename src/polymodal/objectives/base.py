@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -80,9 +81,18 @@ class Objective(nn.Module):
     depends on (MLM masks).
     """
 
+    # Whether forward reads the encoders' token outputs (PairInputs.out_a / out_b .tokens), not only the pooled
+    # embeddings: a feature cache then keeps tokens. True unless an objective says otherwise (the safe default).
+    reads_tokens: ClassVar[bool] = True
+
     def __init__(self, setup: ObjectiveSetup):
         super().__init__()
         self.setup = setup
+
+    def raw_input_modalities(self) -> set[str]:
+        """Modalities whose processor inputs forward re-encodes (through ``PairInputs.encode``), so their encoder
+        outputs cannot come from a feature cache. Empty by default; MLM: its text modalities."""
+        return set()
 
     def forward(self, pair: PairInputs) -> Tensor | None:
         raise NotImplementedError

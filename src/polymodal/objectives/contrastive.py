@@ -114,6 +114,8 @@ def siglip_loss(
 
 
 class _ContrastiveObjective(Objective):
+    reads_tokens = False  # pooled embeddings only: a feature cache may keep pooled vectors alone
+
     def __init__(self, setup: ObjectiveSetup, labels_as_positives: bool = False, local_loss: bool = False):
         super().__init__(setup)
         self.labels_as_positives = labels_as_positives

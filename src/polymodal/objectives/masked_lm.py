@@ -101,6 +101,10 @@ class MaskedLanguageObjective(Objective):
             raise ValueError(f"mlm: none of the pairs {setup.pairs} has exactly one text modality")
         self.generator: torch.Generator | None = None
 
+    def raw_input_modalities(self) -> set[str]:
+        """The text modalities: their masked ids are re-encoded, so their outputs cannot be cached."""
+        return set(self.text_info)
+
     def _roles(self, a: str, b: str) -> tuple[str | None, str | None]:
         kind_a, kind_b = self.setup.modalities[a].kind, self.setup.modalities[b].kind
         if kind_a == "text" and kind_b != "text":

@@ -1,15 +1,17 @@
 """Adapter directories: only what fine-tuning trained, plus a reference to the base model it applies to.
 
-Adapter directory (``save_adapter``)::
+Adapter directory (``save_adapter``), for a classifier or an aligner::
 
-    adapter_config.json        format, finetune section, fusion/head config, base model dir + fingerprint
-    adapter_model.safetensors  only the parameters that train (adapters, prompts, projections, fusion, head)
+    adapter_config.json        format, task, finetune section, base model dir + fingerprint; a classifier's
+                               fusion/head config, an aligner's model section without modalities + zero-shot record
+    adapter_model.safetensors  only the parameters that train (adapters, prompts, projections, fusion, head; an
+                               aligner's projections, logit scale and objective layers)
 
 Loading is two halves: :func:`read_adapter` checks the directory and the base weights' SHA-256 fingerprint and
 reads both weight files; :func:`attach_adapter` applies the recorded strategy to a model built from the base
 config and loads the weights into it. Building that model is the models layer's job
-(``MultimodalModel.from_pretrained(adapter_dir)``, :func:`polymodal.model.load_adapter`), so this module imports
-nothing above it.
+(``MultimodalModel.from_pretrained(adapter_dir)`` / ``AlignmentModel.from_pretrained(adapter_dir)``), so this
+module imports nothing above it.
 """
 
 from __future__ import annotations
@@ -92,15 +94,21 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, base_dir: str |
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_cfg = config_to_dict(model.config)
+    task = getattr(model, "task_name", "classification")
     payload = {
         "format": ADAPTER_FORMAT,
         "polymodal_version": __version__,
+        "task": task,
         "finetune": model.finetune,
-        "fusion": model_cfg["fusion"],
-        "head": model_cfg["head"],
         "base_model": str(base_dir),
         "base_fingerprint": file_fingerprint(base_weights),
     }
+    if task == "alignment":
+        # Encoders are the base's; the rest of the model section (embed dim, objectives...) is this model's.
+        payload["model"] = {k: v for k, v in model_cfg.items() if k != "modalities"}
+        payload["zeroshot"] = getattr(model, "zeroshot", None)
+    else:
+        payload["fusion"], payload["head"] = model_cfg["fusion"], model_cfg["head"]
     if getattr(model, "data_config", None) is not None:
         payload["data"] = model.data_config
     atomic_write_text(directory / ADAPTER_CONFIG_NAME, json.dumps(payload, indent=2))

@@ -3,19 +3,24 @@
 - ``full``: the encoder trains as built (an encoder with ``freeze: true`` in its modality config stays frozen).
 - ``frozen``: encoder weights never change; the encoder stays in eval mode (BatchNorm statistics and dropout
   frozen too) even when the training loop calls ``model.train()`` (:mod:`.freeze`).
-- ``linear_probe`` (``default`` only): every encoder, projection and the fusion are frozen; only the head trains.
+- ``linear_probe`` (``default`` only): every encoder is frozen and the model's linear read-out trains. A classifier
+  also freezes its projections and fusion: only the head trains. An aligner (``task_name == "alignment"``) has no
+  head: its projections into the shared space are the linear read-out, so they train with the logit scale (and
+  SigLIP bias, and the layers of ITM / MLM objectives), as in CLIP's linear-probe / LiT-style evaluation of
+  frozen features (Radford et al. 2021 §3.2; Zhai et al. 2022).
 - ``lora`` / ``loha`` / ``lokr`` / ``ia3``: PEFT adapters injected into the encoder's Linear/Conv layers; only
   adapter weights train (:mod:`.lora`).
 - ``prompt``: learnable prompt tokens prepended to the encoder's transformer input; the base is frozen
   (:mod:`.prompt`).
 
-Projections, fusion and head train under every strategy except ``linear_probe``. ``apply_finetune`` records the
+Projections, fusion and head (an aligner's projections, logit scale and objective layers) train under every
+strategy. ``apply_finetune`` records the
 resolved config on the model (``model.finetune``) so ``save_pretrained`` writes it to config.json and
 ``from_pretrained`` rebuilds the same architecture before loading weights. The config section itself is plain
 data (:mod:`polymodal.config.finetune`).
 
-Below the models: a "model" here is any module with ``encoders`` (ModuleDict), ``projections``, ``fusion`` and
-``config.modalities`` (MultimodalModel); nothing from models, training or recipes is imported.
+Below the models: a "model" here is any module with ``encoders`` (ModuleDict) and ``config.modalities``
+(MultimodalModel, AlignmentModel); nothing from models, training or recipes is imported.
 """
 
 from __future__ import annotations
@@ -71,9 +76,11 @@ def load_encoder_weights(model: nn.Module, source: str) -> list[str]:
 
 
 def apply_finetune(model: nn.Module, cfg: FinetuneConfig | dict[str, Any] | None) -> FinetuneSummary:
-    """Mutate ``model`` (a MultimodalModel) to train per ``cfg``; return the parameter accounting.
+    """Mutate ``model`` (a MultimodalModel or AlignmentModel) to train per ``cfg``; return the parameter accounting.
 
-    Call once, before building the optimizer (the Trainer optimizes parameters with ``requires_grad``).
+    Call once, before building the optimizer (the Trainer optimizes parameters with ``requires_grad``). Raises
+    ConfigError (a ``finetune.*`` key that does not fit the model), ValueError (an encoder the strategy cannot
+    apply to, e.g. prompt tuning on a CNN, or LoRA target names that match no layer), RuntimeError (called twice).
     """
     cfg = parse_finetune_config(cfg)
     if getattr(model, "finetune", None):
@@ -99,13 +106,20 @@ def apply_finetune(model: nn.Module, cfg: FinetuneConfig | dict[str, Any] | None
             keep_norm_stats_frozen(encoder)
         strategies[name] = strategy
     if cfg.default == "linear_probe":
-        for module in (model.projections, model.fusion):
-            if module is not None:
-                freeze_module(module)
+        for module in linear_probe_frozen(model):
+            freeze_module(module)
     # Recorded for save_pretrained / from_pretrained (config.json "finetune" section). init_from is left out:
     # the saved weights already hold the initialisation, and reloading must not depend on that directory.
     model.finetune = dict(config_to_dict(cfg), init_from=None)
     return parameter_summary(model, strategies)
 
 
-__all__ = ["apply_finetune", "load_encoder_weights"]
+def linear_probe_frozen(model: nn.Module) -> list[nn.Module]:
+    """What ``linear_probe`` freezes besides the encoders: a classifier's projections and fusion (the head is the
+    probe); nothing on an aligner, whose projections (+ logit scale) are its linear read-out."""
+    if getattr(model, "task_name", None) == "alignment":
+        return []
+    return [m for m in (getattr(model, "projections", None), getattr(model, "fusion", None)) if m is not None]
+
+
+__all__ = ["apply_finetune", "linear_probe_frozen", "load_encoder_weights"]

@@ -2,11 +2,14 @@
 
 Lester et al. 2021, "The Power of Scale for Parameter-Efficient Prompt Tuning" (prompts in the input only).
 
-Three kinds of transformer are supported, found by walking the encoder's submodules:
+Four kinds of transformer are supported, found by walking the encoder's submodules:
 
 - the presets' ``TransformerStack`` (text_transformer, image_vit, audio_transformer): a forward pre-hook
   prepends the prompts to ``x`` [B, N, D] → [B, P+N, D] and extends ``mask`` [B, N] → [B, P+N] (True: prompts
   are real tokens); a forward hook strips the P prompt positions from the output;
+- the native CLIP towers' ``layers.Transformer`` (clip_vision, clip_text): the same on ``x``; with causal
+  attention (text) the prompts come first, so every token sees them and they see only each other (a learned
+  prefix, as in VPT-shallow for the image tower); a key-padding ``attn_mask`` [B, 1, N, N] is extended to match;
 - a ``torch.nn.TransformerEncoder``: the same, with ``src_key_padding_mask`` (True there means padding);
 - a Hugging Face model with an ``embeddings`` module (BERT, RoBERTa, ViT, DeiT...): a forward hook on the
   embeddings inserts the prompts right after the CLS token (position embeddings are already added, so the
@@ -29,10 +32,13 @@ PROMPT_PARAM = "prompt_embeddings"
 
 def _find_transformer(encoder: nn.Module) -> tuple[str, nn.Module] | None:
     from ..encoders.layers import TransformerStack
+    from ..layers.transformer import Transformer
 
-    for kind in ("stack", "torch", "hf"):
+    for kind in ("stack", "native", "torch", "hf"):
         for _, module in encoder.named_modules():
             if kind == "stack" and isinstance(module, TransformerStack):
+                return kind, module
+            if kind == "native" and isinstance(module, Transformer):
                 return kind, module
             if kind == "torch" and isinstance(module, nn.TransformerEncoder):
                 return kind, module
@@ -55,13 +61,16 @@ def add_prompt_tuning(encoder: nn.Module, settings: PromptSettings, encoder_name
     found = _find_transformer(encoder)
     if found is None:
         raise ValueError(
-            f"finetune: prompt tuning needs a transformer encoder (torch nn.TransformerEncoder or a Hugging Face "
-            f"BERT/ViT-style model); encoder {encoder_name!r} ({type(encoder).__name__}) has none. "
+            f"finetune: prompt tuning needs a transformer encoder (a preset or CLIP transformer, torch "
+            f"nn.TransformerEncoder or a Hugging Face BERT/ViT-style model); encoder {encoder_name!r} "
+            f"({type(encoder).__name__}) has none. "
             "Use lora, ia3 or frozen for it instead."
         )
     kind, transformer = found
     if kind == "stack":
         dim, batch_first = transformer.norm.normalized_shape[0], True
+    elif kind == "native":
+        dim, batch_first = transformer.blocks[0].ln_1.normalized_shape[0], True
     elif kind == "torch":
         first = transformer.layers[0]
         dim, batch_first = first.self_attn.embed_dim, first.self_attn.batch_first
@@ -73,6 +82,8 @@ def add_prompt_tuning(encoder: nn.Module, settings: PromptSettings, encoder_name
     encoder.register_parameter(PROMPT_PARAM, prompts)
     if kind == "stack":
         _hook_stack(transformer, encoder)
+    elif kind == "native":
+        _hook_native(transformer, encoder)
     elif kind == "torch":
         _hook_torch_transformer(transformer, encoder, batch_first)
     else:
@@ -111,6 +122,33 @@ def _hook_stack(stack: nn.Module, owner: nn.Module) -> None:
 
     stack.register_forward_pre_hook(before, with_kwargs=True)
     stack.register_forward_hook(after, with_kwargs=True)
+
+
+def _hook_native(transformer: nn.Module, owner: nn.Module) -> None:
+    """layers.Transformer.forward(x [B, N, D], causal, attn_mask [B, 1, N, N] bool or None, skip_last)."""
+    num = getattr(owner, PROMPT_PARAM).shape[0]
+
+    def before(module, args, kwargs):
+        args = list(args)
+        x = kwargs.pop("x") if "x" in kwargs else args.pop(0)
+        causal = kwargs.pop("causal") if "causal" in kwargs else (args.pop(0) if args else False)
+        attn_mask = kwargs.pop("attn_mask") if "attn_mask" in kwargs else (args.pop(0) if args else None)
+        x = torch.cat([_prompts_for(owner, x.shape[0], x), x], dim=1)
+        if attn_mask is not None:
+            # Prompts see each other; every token sees the prompts, and the tokens it saw before.
+            batch, length = attn_mask.shape[0], attn_mask.shape[-1]
+            top = torch.cat([torch.ones_like(attn_mask[:, :, :1, :1]).expand(batch, 1, num, num),
+                             torch.zeros_like(attn_mask[:, :, :1, :1]).expand(batch, 1, num, length)], dim=-1)
+            bottom = torch.cat([torch.ones_like(attn_mask[:, :, :, :1]).expand(batch, 1, length, num), attn_mask],
+                               dim=-1)
+            attn_mask = torch.cat([top, bottom], dim=2)
+        return (x, causal, attn_mask, *args), kwargs
+
+    def after(module, args, kwargs, output):
+        return output[:, num:]
+
+    transformer.register_forward_pre_hook(before, with_kwargs=True)
+    transformer.register_forward_hook(after, with_kwargs=True)
 
 
 def _hook_torch_transformer(transformer: nn.TransformerEncoder, owner: nn.Module, batch_first: bool) -> None:

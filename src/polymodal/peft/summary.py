@@ -1,4 +1,5 @@
-"""Parameter accounting: total / trainable parameters per component (encoders, projections, fusion, head).
+"""Parameter accounting: total / trainable parameters per component (encoders, projections, fusion, head; an
+aligner's projections, objectives and logit scale).
 
 Written to metrics.json by the recipes and printed as a table, so the share a fine-tuning strategy trains is
 visible (e.g. LoRA: a few percent of the encoder).
@@ -68,19 +69,28 @@ def _count(module: nn.Module | None) -> tuple[int, int]:
 
 
 def parameter_summary(model: nn.Module, strategies: dict[str, str] | None = None) -> FinetuneSummary:
-    """Parameter accounting of a MultimodalModel (any state: before or after apply_finetune)."""
+    """Parameter accounting of any polymodal model (before or after apply_finetune): ``encoder.<name>`` per
+    encoder, then every other top-level part in order — a classifier's ``projections`` / ``fusion`` / ``head``
+    (late fusion's per-modality ``heads`` count as ``head``), an aligner's ``projections`` / ``objectives`` (ITM /
+    MLM layers) and its bare parameters ``logit_scale`` / ``logit_bias``. Parts with no parameter are left out."""
     strategies = strategies or {}
     components: dict[str, ComponentCount] = {}
     for name, encoder in model.encoders.items():
         total, trainable = _count(encoder)
         default = "full" if trainable else "frozen"
         components[f"encoder.{name}"] = ComponentCount(strategies.get(name, default), total, trainable)
-    heads = model.heads if getattr(model, "late", False) else model.head
-    for label, module in (("projections", model.projections), ("fusion", model.fusion), ("head", heads)):
-        total, trainable = _count(module)
+    parts: list[tuple[str, list[nn.Parameter]]] = [
+        ("head" if name == "heads" else name, list(child.parameters()))
+        for name, child in model.named_children() if name != "encoders"
+    ]
+    parts += [(name, [param]) for name, param in model.named_parameters(recurse=False)]
+    for label, params in parts:
+        total = sum(p.numel() for p in params)
+        trainable = sum(p.numel() for p in params if p.requires_grad)
         if total:
             components[label] = ComponentCount("full" if trainable else "frozen", total, trainable)
     total, trainable = _count(model)
     return FinetuneSummary(components=components, total=total, trainable=trainable)
+
 
 __all__ = ["ComponentCount", "FinetuneSummary", "parameter_summary"]

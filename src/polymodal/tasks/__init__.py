@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import PolymodalError
 from ..models.persistence import read_model_config
 from ..registry import TASKS
-from . import alignment, classification  # noqa: F401 (registers the tasks)
+from . import alignment, classification, generation  # noqa: F401 (registers the tasks)
 from .base import PreparedData, Task
 
 

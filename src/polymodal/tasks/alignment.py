@@ -120,6 +120,14 @@ class AlignmentTask(Task):
         return evaluate_alignment(model, loader, device=device, ks=config.eval.ks, class_names=class_names,
                                   templates=config.eval.templates or None)
 
+    def postprocessor(self, model, *, model_dir=None, threshold=0.5, classnames=None, templates=None):
+        """Zero-shot label + probabilities of image / audio inputs against ``classnames`` × ``templates`` (default:
+        the ``zeroshot`` record saved with the model), or their embeddings (``tasks.zeroshot``). ``threshold`` does
+        not apply (zero-shot probabilities are a softmax over the classes)."""
+        from .zeroshot import AlignmentPostprocessor
+
+        return AlignmentPostprocessor(model, model_dir, classnames, templates)
+
 
 def default_class_names(config: RunConfig, labels: list[str]) -> list[str]:
     """Zero-shot class names in label order: ``zeroshot.classnames`` (or ``eval.class_names``), else the words of

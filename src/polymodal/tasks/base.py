@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import RunConfig
+from .predictions import Postprocessor, PredictionError
 
 
 class PreparedData(NamedTuple):
@@ -95,6 +96,24 @@ class Task:
                      context: dict[str, Any] | None = None) -> dict[str, Any]:
         """The test-split metrics written to metrics.json after training."""
         return {"loss": mean_loss(self, model, loader, torch.device(device), None)}
+
+    # ------------------------------------------------------------------------------------------ predictions
+
+    def postprocessor(self, model: nn.Module, *, model_dir: Path | None = None, threshold: float = 0.5,
+                      classnames: list[str] | None = None,
+                      templates: list[str] | dict[str, list[str]] | None = None) -> Postprocessor:
+        """How ``model``'s outputs become this task's predictions (:class:`~.predictions.Postprocessor`), built once
+        per loaded model with its options checked: ``threshold`` (multilabel), ``classnames`` / ``templates``
+        (zero-shot), ``model_dir`` (where it was loaded from). Raises PredictionError for an option the task does
+        not take. Base: the task makes no predictions."""
+        raise PredictionError(f"a {self.name or type(self).__name__} model makes no predictions: its task defines "
+                              "no post-processing")
+
+    def predict(self, model: nn.Module, batch: Any, **options: Any) -> list[Any]:
+        """The task's prediction per sample of ``batch`` (a processed Batch; ``present`` says which modalities each
+        sample gave): ``postprocessor(model, **options).predict(batch)``. Classification: label + probabilities;
+        alignment: zero-shot label + probabilities. Raises PredictionError for a sample the task cannot answer."""
+        return self.postprocessor(model, **options).predict(batch)
 
 
 @torch.no_grad()

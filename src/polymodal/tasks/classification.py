@@ -14,14 +14,16 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..heads import classification_loss_sum
+from ..heads import classification_loss_sum, probabilities
 from ..models.classifier import MultimodalModel
 from ..objectives.accumulation import LossTerm
 from ..registry import TASKS
 from .base import PreparedData, Task
+from .predictions import Prediction, PredictionError, given_modalities
 
 LOSS_KEY = "classification"  # the loss_terms / loss_counts key of the one classification loss
 
@@ -107,6 +109,59 @@ class ClassificationTask(Task):
         report = classification_report(y_true, probs, model.labels, model.task)
         report["num_samples"] = len(ids)
         return report
+
+    def postprocessor(self, model, *, model_dir=None, threshold=0.5, classnames=None,
+                      templates=None) -> ClassificationPostprocessor:
+        """Label + probabilities from the head (multilabel: every label with probability >= ``threshold``).
+        Raises PredictionError for ``classnames`` / ``templates``: a classifier predicts the labels it was trained
+        on (zero-shot class names are for alignment models)."""
+        if classnames or templates:
+            raise PredictionError(
+                "--classes / --template (classnames / templates) apply to alignment models (zero-shot); this model is "
+                f"a classifier with the labels it was trained on ({', '.join(map(str, model.labels[:5]))}"
+                f"{', ...' if len(model.labels) > 5 else ''})")
+        return ClassificationPostprocessor(model, threshold)
+
+
+class ClassificationPostprocessor:
+    """Classifier logits → :class:`~.predictions.Prediction`: probabilities by the head's task (softmax for
+    multiclass, sigmoid for binary / multilabel, ``heads.probabilities``), the argmax label, or for multilabel every
+    label at or over ``threshold``. A binary head with one named (positive) class names the other side "not X"."""
+
+    can_embed = False
+
+    def __init__(self, model: nn.Module, threshold: float = 0.5):
+        self.model = model
+        self.threshold = float(threshold)
+        self.head_task = head_task(model)
+        self.labels = list(model.labels)
+
+    def check(self, given: list[str], embed: bool = False) -> None:
+        if embed:
+            raise PredictionError(
+                "embed needs an alignment model (a shared embedding space); this is a classifier "
+                f"({type(self.model).__name__}, labels {self.labels[:5]}): use predict")
+
+    @torch.no_grad()
+    def predict(self, batch: Any) -> list[Prediction]:
+        logits = self.model(batch).logits.float()
+        probs = probabilities(logits, self.head_task).cpu()
+        labels = self.labels
+        if self.head_task == "binary" and len(labels) == 1:
+            labels = [f"not {labels[0]}", labels[0]]
+        results = []
+        for i, used in enumerate(given_modalities(batch, list(self.model.modality_names))):
+            row = probs[i].tolist()
+            if self.head_task == "multilabel":
+                label: str | list[str] = [lab for lab, p in zip(labels, row) if p >= self.threshold]
+            else:
+                label = labels[int(probs[i].argmax())]
+            results.append(Prediction(label=label, probabilities=dict(zip(labels, row)), modalities=used))
+        return results
+
+    def embed(self, batch: Any) -> dict[str, Any]:
+        self.check([], embed=True)
+        return {}
 
 
 def absolute_data_paths(data: dict[str, Any]) -> dict[str, Any]:

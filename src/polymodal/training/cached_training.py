@@ -1,16 +1,24 @@
-"""Train fusion + head from the feature cache: the glue between :mod:`.feature_cache` and the Trainer.
+"""Train what follows frozen encoders from the feature cache: the glue between :mod:`.feature_cache` and the
+Trainer, for every task (a classifier's fusion + head; an aligner's projections + objectives, e.g. LiT's
+trained text tower against a locked, cached image tower).
 
-``pipeline.train`` calls :func:`cached_training_setup` after ``apply_finetune``. Every modality whose encoder is
-frozen (no trainable weight, locked in eval mode) and whose input augmentation is off is encoded once per split
-into ``<cache_dir>/<split>/<modality>/<key>/`` (key: encoder fingerprint + data fingerprint, see FeatureCache);
-the Trainer then trains a :class:`CachedFeatureModel` that reads those outputs by sample id. When every modality
-is cached, the train / val loaders read the cache alone (no raw data is touched).
+``recipes.train`` calls :func:`cached_training_setup` after ``apply_finetune``. Every modality whose encoder is
+frozen (no trainable weight, locked in eval mode), whose input augmentation is off and whose raw inputs no
+objective re-encodes (MLM re-encodes masked text) is encoded once per split into
+``<cache_dir>/<split>/<modality>/<key>/`` (key: encoder fingerprint + data fingerprint, see FeatureCache); the
+Trainer then trains a :class:`CachedFeatureModel` that reads those outputs by sample id. When every modality is
+cached, the train loader reads the cache alone (no raw data is touched), and so does the val loader unless the
+model's validation reads processed inputs (``model.validates_on_inputs``: the aligner's instance-level
+retrieval groups identical inputs) — its raw batches then still skip the cached encoders.
 
 The wrapped model is the real model: ``save_pretrained`` (the Trainer's best model) writes the full model,
 encoders included, which loads and predicts on raw inputs like any other.
 
-``finetune.cache_features``: ``auto`` caches whatever qualifies; ``on`` also raises when a frozen encoder cannot be
-cached (e.g. augmentation on) or nothing qualifies; ``off`` never caches.
+``finetune.cache_features``: ``auto`` caches whatever qualifies; ``on`` also raises (ConfigError naming
+``finetune.cache_features`` and each reason) when a frozen encoder cannot be cached (augmentation on, an
+objective needs its raw inputs) or nothing qualifies; ``off`` never caches. The report (metrics.json
+``feature_cache``) lists the cached modalities, the skipped frozen ones with their reason, and per split and
+modality hit / miss / stale.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..config import ConfigError
 from ..config.finetune import parse_finetune_config
 from .feature_cache import CachedFeatureDataset, CachedFeatureModel, FeatureCache, cacheable, cached_loader
 
@@ -41,10 +50,13 @@ def cached_training_setup(
 ) -> tuple[nn.Module, dict[str, DataLoader | None], dict[str, Any] | None]:
     """What to hand the Trainer: ``(model_to_train, loaders, report)``.
 
-    Without a cacheable modality this returns ``(model, loaders, None)`` unchanged. Otherwise the model is a
+    Without a cacheable modality this returns ``(model, loaders, report)`` unchanged, the report (or None when
+    no encoder is frozen) naming each frozen modality left live and why. Otherwise the model is a
     CachedFeatureModel over ``model``, the train/val loaders read the cache when every modality is cached, and
     ``report`` (for metrics.json) says per split and modality: hit / miss / stale, why, samples, bytes, seconds.
     """
+    if not getattr(model, "supports_feature_cache", True):  # e.g. a vision-language model (its own batches)
+        return model, loaders, None
     cfg = parse_finetune_config(getattr(config, "finetune", None))
     if cfg.cache_features == "off":
         return model, loaders, None
@@ -62,9 +74,11 @@ def cached_training_setup(
             skipped[name] = why
     if cfg.cache_features == "on" and (skipped or not cached):
         reasons = "; ".join(f"{n}: {w}" for n, w in skipped.items()) or "no encoder is frozen"
-        raise ValueError(f"finetune.cache_features=on but the features cannot be cached ({reasons})")
-    if not cached:
-        return model, loaders, None
+        raise ConfigError(f"finetune.cache_features=on but the features cannot be cached ({reasons}); "
+                          "set finetune.cache_features to auto (cache what qualifies) or off")
+    if not cached:  # a report only when a frozen encoder was left live: it says why
+        report = {"directory": None, "modalities": [], "skipped": skipped, "all_cached": False, "splits": {}}
+        return model, loaders, report if skipped else None
 
     root = Path(cfg.cache_dir) if cfg.cache_dir else Path(run_dir) / "feature_cache"
     features, reports = {}, {}
@@ -87,7 +101,7 @@ def cached_training_setup(
         train = loaders["train"]
         seed = int(getattr(config.train, "seed", 0))
         new_loaders["train"] = cached_loader(features["train"], batch_size=train.batch_size, shuffle=True, seed=seed)
-        if "val" in features:
+        if "val" in features and not getattr(model, "validates_on_inputs", False):
             val = loaders["val"]
             dataset = CachedFeatureDataset(features["val"])
             # Same generator as the raw loader: each validation pass then draws from the global RNG (or not)

@@ -1,4 +1,6 @@
-"""Feature cache: encode frozen modalities once, then train projection → fusion → head from disk.
+"""Feature cache: encode frozen modalities once, then train what follows the encoders from disk — a classifier's
+projection → fusion → head, an aligner's projections → embeddings → objectives (LiT: a locked image tower read
+from the cache while the text tower trains).
 
 A frozen encoder with augmentation off returns the same ModalityOutput for a sample every epoch, so computing
 it once is exact and saves the encoder's whole forward pass (usually most of the step). Layout::
@@ -16,14 +18,21 @@ Use::
     cache = FeatureCache(run_dir / "feature_cache")
     reports = cache.prepare(model, train_loader)          # {"image": CacheReport(status="hit", ...)}
     features = cache.load(reports)
-    cached_model = CachedFeatureModel(model, features)    # forward(batch) → ModelOutput, .loss as usual
+    cached_model = CachedFeatureModel(model, features)    # forward(batch) → the model's own output type
     loader = cached_loader(features, batch_size=32, shuffle=True)   # every modality cached: no raw data at all
 
-``pipeline.train`` does this automatically for frozen encoders (see :mod:`.cached_training`).
+``recipes.train`` does this automatically for frozen encoders, for every task (see :mod:`.cached_training`).
+
+What a model offers the cache (duck-typed, so this module imports no model): ``encoders`` / ``config.modalities``
+/ ``modality_names``, ``encode_raw(batch)`` and ``forward_encoded(raw_outputs, labels)`` — or
+``forward_encoded(raw_outputs, batch)`` when the model sets ``forward_encoded_reads_batch`` (the aligner: its
+objectives read labels, presence and inputs) —, optionally ``cache_blockers(modality)`` (a reason the modality
+must stay live: an objective re-encodes its raw inputs) and ``cache_needs_tokens()`` (what ``store: auto`` keeps).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -38,7 +47,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..config import config_to_dict
-from ..types import Batch, ModalityOutput, ModelOutput
+from ..types import Batch, ModalityOutput
 
 INDEX_NAME = "index.json"
 POOLED_FUSIONS = {"concat", "sum", "mean", "product", "gated", "weighted", "tensor", "low_rank_tensor"}
@@ -125,8 +134,13 @@ class CacheReport:
 
 
 def cacheable(model: nn.Module, modality: str, loader: DataLoader | None = None) -> tuple[bool, str]:
-    """Whether a modality's encoder outputs are fixed: no trainable weight, eval mode, no input augmentation."""
+    """Whether a modality's encoder outputs are fixed and enough: no trainable weight, eval mode, no input
+    augmentation, and nothing in the model needs that modality's raw inputs (``model.cache_blockers``)."""
     encoder = model.encoders[modality]
+    blockers = getattr(model, "cache_blockers", None)
+    reason = blockers(modality) if blockers is not None else None
+    if reason:
+        return False, reason
     if any(p.requires_grad for p in encoder.parameters()):
         return False, f"encoder {modality!r} has trainable parameters"
     if any(m.training for m in encoder.modules()) and _train_mode_changes_outputs(encoder):
@@ -144,6 +158,9 @@ def _train_mode_changes_outputs(encoder: nn.Module) -> bool:
 def resolve_store(model: nn.Module, store: StoreMode) -> str:
     if store != "auto":
         return store
+    needs_tokens = getattr(model, "cache_needs_tokens", None)
+    if needs_tokens is not None:  # the aligner: tokens only when an objective reads them (itm, mlm)
+        return "tokens" if needs_tokens() else "pooled"
     fusion_name = model.config.fusion.name
     uses_tokens = getattr(model.fusion, "uses_tokens", None)
     pooled_only = fusion_name == "late" or uses_tokens is False or (uses_tokens is None and fusion_name in POOLED_FUSIONS)
@@ -313,8 +330,9 @@ class CachedFeatures:
 
 
 class CachedFeatureModel(nn.Module):
-    """Wraps a MultimodalModel: cached modalities come from ``features`` (looked up by ``batch.ids``), the others
-    are encoded live; then the model's projection → fusion → head. Attribute access falls through to the model."""
+    """Wraps a model (classifier or aligner): cached modalities come from ``features`` (looked up by
+    ``batch.ids``), the others are encoded live (``model.encode_raw``); then ``model.forward_encoded``. The output
+    is the model's own (ModelOutput, AlignmentOutput). Attribute access falls through to the model."""
 
     def __init__(self, model: nn.Module, features: dict[str, CachedFeatures]):
         super().__init__()
@@ -327,17 +345,33 @@ class CachedFeatureModel(nn.Module):
         except AttributeError:
             return getattr(self._modules["model"], name)
 
-    def forward(self, batch: Batch) -> ModelOutput:
-        raw = {}
+    def provided(self, batch: Batch) -> list[str]:
+        """The model's modalities ``batch`` provides: cached ones, plus those with inputs."""
+        return [name for name in self.model.modality_names if name in self.features or name in batch.inputs]
+
+    def forward(self, batch: Batch) -> Any:
+        prepare = getattr(self.model, "prepare_batch", None)
+        if prepare is not None:  # draws (MLM masks) before any encoder runs, as the model's own forward does
+            batch = prepare(batch)
         device = next(self.model.parameters()).device  # features live on the CPU; the model may not
+        live_inputs = {name: value for name, value in batch.inputs.items() if name not in self.features}
+        live = self.model.encode_raw(dataclasses.replace(batch, inputs=live_inputs)) if live_inputs else {}
+        raw = {}
         for name in self.model.modality_names:
             if name in self.features:
                 rows = self.features[name].rows(batch.ids, name)
                 out = self.features[name].output(rows, batch.present.get(name))
                 raw[name] = ModalityOutput(*(t.to(device) for t in (out.tokens, out.mask, out.pooled, out.present)))
-            elif name in batch.inputs:
-                raw[name] = self.model.encoders[name](batch.inputs[name], batch.present[name])
+            elif name in live:
+                raw[name] = live[name]
+        if getattr(self.model, "forward_encoded_reads_batch", False):
+            return self.model.forward_encoded(raw, batch)
         return self.model.forward_encoded(raw, batch.labels)
+
+    def loss_counts(self, batch: Batch) -> dict[str, float] | None:
+        """The model's per-term item counts (aligner), counting cached modalities as provided; None without."""
+        counter = getattr(self.model, "loss_counts", None)
+        return None if counter is None else counter(batch, modalities=self.provided(batch))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         return self.model.save_pretrained(directory)

@@ -170,3 +170,20 @@ def write_report(summary: dict[str, Any], study, optuna, study_dir: Path) -> dic
     atomic_write_text(paths["json"], json.dumps({**summary, "paths": {k: str(v) for k, v in paths.items()}},
                                                 indent=2, default=str))
     return paths
+
+
+def format_summary(summary: dict) -> str:
+    """The lines `polymodal tune` (and the tune demo) print: one row per trial, the best trial, test, report."""
+    best = summary["best"]
+    lines = ["", f"{'trial':>5}  {'state':9}  {summary['metric']:>12}  params"]
+    for row in summary["trials"]:
+        value = "n/a" if row["value"] is None else f"{row['value']:.4f}"
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
+        lines.append(f"{row['number']:>5}  {row['state']:9}  {value:>12}  {params}")
+    lines.append(f"best: trial {best['number']} {summary['metric']} {best['value']:.4f}; model {best['model_dir']}")
+    test = summary.get("test")
+    if test:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
+        lines.append(f"test (evaluated once): {shown}")
+    lines.append("report: " + ", ".join(summary["paths"].values()))
+    return "\n".join(lines)

@@ -11,8 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from polymodal.alignment import AlignmentConfig, AlignmentModel
-from polymodal.config import ModelConfig, from_dict
+from polymodal.config import AlignmentConfig, ModelConfig, from_dict
 from polymodal.evaluation.report import (
     REPORT_KINDS,
     SCHEMA_PATH,
@@ -26,7 +25,7 @@ from polymodal.evaluation.report import (
     render_markdown,
 )
 from polymodal.evaluation.report.kinds import SectionInput
-from polymodal.models import MultimodalModel
+from polymodal.models import AlignmentModel, MultimodalModel
 from polymodal.types import Batch
 
 TINY = {"image": {"kind": "image", "encoder": "image_cnn", "options": {"channels": [4]},

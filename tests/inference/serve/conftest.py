@@ -16,12 +16,11 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 pytest.importorskip("multipart", reason="python-multipart is not installed: pip install 'polymodal[serve]'")
 pytest.importorskip("prometheus_client", reason="prometheus_client is not installed: pip install 'polymodal[serve]'")
 
-from polymodal.alignment import AlignmentModel  # noqa: E402
-from polymodal.models.aligner import AlignmentConfig  # noqa: E402
-from polymodal.alignment.retrieval import EmbeddingIndex  # noqa: E402
 from polymodal.config import ModelConfig, from_dict  # noqa: E402
 from polymodal.inference import Predictor  # noqa: E402
-from polymodal.models import MultimodalModel  # noqa: E402
+from polymodal.inference.retrieval import EmbeddingIndex  # noqa: E402
+from polymodal.models import AlignmentModel, MultimodalModel  # noqa: E402
+from polymodal.models.aligner import AlignmentConfig  # noqa: E402
 
 LABELS = ["bird", "cat", "dog"]
 # Names differ from kinds on purpose: requests may use either ("photo" or "image").

@@ -15,8 +15,8 @@ import pytest
 from conftest import png_bytes
 
 from polymodal.cli import build_parser, main
+from polymodal.cli.serve import settings_from_args
 from polymodal.inference.serve import ServeError
-from polymodal.inference.serve.cli import settings_from_args
 from polymodal.inference.serve.server import run_server
 
 
@@ -74,7 +74,7 @@ def test_a_classifier_with_an_index_is_refused(capsys, classifier_dir, index_dir
 def test_an_index_of_another_width_is_refused(tmp_path, align_dir):
     import torch
 
-    from polymodal.alignment.retrieval import EmbeddingIndex
+    from polymodal.inference.retrieval import EmbeddingIndex
 
     EmbeddingIndex(torch.randn(4, 8)).save(tmp_path / "idx")
     with pytest.raises(ServeError, match="8-d embeddings but the model embeds into 16"):

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import LABELS, png_bytes, wav_bytes
 
-from polymodal.alignment.retrieval import EmbeddingIndex
 from polymodal.inference import Predictor
+from polymodal.inference.retrieval import EmbeddingIndex
 from polymodal.inference.serve import ServeSettings, create_app
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")

@@ -13,8 +13,8 @@ from conftest import CLASSES, LABELS, jpeg_bytes, png_bytes, wav_bytes
 from fastapi.testclient import TestClient
 
 from polymodal import __version__
-from polymodal.alignment.retrieval import EmbeddingIndex
 from polymodal.inference import Predictor
+from polymodal.inference.retrieval import EmbeddingIndex
 from polymodal.inference.serve import ServeLimits, ServeSettings, create_app
 
 
@@ -56,7 +56,8 @@ def test_health_and_model_description(classifier):
     client, _ = classifier
     assert client.get("/health").json() == {"status": "ok", "queue_depth": 0}
     info = client.get("/v1/model").json()
-    assert info["task"] == "multiclass" and info["architecture"] == "MultimodalModel"
+    assert info["task"] == "classification" and info["head_task"] == "multiclass"  # the recorded task + its head
+    assert info["architecture"] == "MultimodalModel"
     assert info["labels"] == LABELS and info["routes"] == ["/v1/predict"]
     by_name = {m["name"]: m for m in info["modalities"]}
     assert {n: m["kind"] for n, m in by_name.items()} == {"photo": "image", "voice": "audio", "caption": "text"}
@@ -224,7 +225,7 @@ def test_alignment_predict_is_the_zero_shot_label(aligner, tmp_path):
     assert list(body["probabilities"]) == CLASSES and body["label"] == expected.label
     assert body["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
     info = client.get("/v1/model").json()
-    assert info["task"] == "alignment" and info["labels"] == CLASSES
+    assert info["task"] == "alignment" and info["head_task"] is None and info["labels"] == CLASSES
     assert info["routes"] == ["/v1/predict", "/v1/embed", "/v1/retrieve"]
     assert info["index"] == {"items": 6, "dim": 16, "modality": "photo", "backend": "exact"}
 

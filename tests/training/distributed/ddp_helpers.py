@@ -22,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run_fixtures 
 from finetune_fixtures import tiny_config  # noqa: E402
 from run_fixtures import BatchRows  # noqa: E402
 
-from polymodal.alignment import AlignmentModel  # noqa: E402
-from polymodal.models.aligner import AlignmentConfig  # noqa: E402
 from polymodal.config import TrainConfig, from_dict  # noqa: E402
-from polymodal.models import MultimodalModel  # noqa: E402
+from polymodal.models import AlignmentModel, MultimodalModel  # noqa: E402
+from polymodal.models.aligner import AlignmentConfig  # noqa: E402
 
 TIMEOUT_S = 240
 

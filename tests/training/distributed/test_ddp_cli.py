@@ -12,10 +12,10 @@ import sys
 import pytest
 import torch
 
-from polymodal.alignment import AlignmentModel
-from polymodal.alignment.recipe import load_alignment_config, make_evaluate_fn, prepare_alignment_data
 from polymodal.config import load_config
-from polymodal.pipeline import prepare
+from polymodal.models import AlignmentModel
+from polymodal.recipes.train import prepare
+from polymodal.tasks import get_task
 
 CLASSIFIER = """
 model:
@@ -32,6 +32,7 @@ train: {epochs: 2, lr: 0.003, progress: false, log_every: 1, device: cpu}
 """
 
 ALIGNER = """
+task: alignment
 model:
   modalities:
     image: {kind: image, encoder: image_cnn, options: {channels: [8, 16], norm: group}, processor: {image_size: 8, channels: 1}}
@@ -82,10 +83,10 @@ def test_nproc_2_trains_one_aligner(tmp_path):
     summary = json.loads((run / "metrics.json").read_text())
     assert "retrieval" in summary["test"] and done.stdout.count("run directory:") == 1
     # The best epoch's validation numbers (rank 0, contrastive loss kept local) are one process's on best/.
-    config = load_alignment_config(tmp_path / "recipe.yaml")
-    _, loaders, _ = prepare_alignment_data(config, splits=("train", "val"))
+    config = load_config(tmp_path / "recipe.yaml", ["task=alignment"])
+    _, loaders, _ = prepare(config, splits=("train", "val"))
     best = AlignmentModel.from_pretrained(run / "best")
-    metrics = make_evaluate_fn(config)(best, loaders["val"], torch.device("cpu"))
+    metrics = get_task("alignment").validate(best, loaders["val"], torch.device("cpu"), None, config)
     row = [row for row in epochs if row["best"]][-1]  # best/ holds the last improvement
     assert row["val_loss"] == pytest.approx(metrics["loss"], rel=1e-5)
     assert row["val_retrieval_R@1"] == pytest.approx(metrics["retrieval_R@1"], abs=1e-9)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from polymodal.cli import build_parser
-from polymodal.commands import _train_args
+from polymodal.cli.train import _train_args
 from polymodal.training.launch import MultiProcessLaunchError, launch_rank, launch_torchrun, torchrun_command
 
 

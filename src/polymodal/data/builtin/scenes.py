@@ -275,3 +275,30 @@ def build_scenes(
             "vqa": write_jsonl(vqa, out / f"vqa_{split}.jsonl"),
         }
     return paths
+
+
+# The task names of the generation manifests (``generation_format.TASKS``) this set provides.
+SCENE_TASKS = ("caption", "vqa")
+DEFAULT_SIZES = {"train": 2000, "val": 300, "test": 300}
+
+
+def scene_records(split: str, task: str, n_scenes: int | None = None, seed: int = 0,
+                  config: SceneConfig | None = None) -> list[dict[str, Any]]:
+    """Rows of one split and task ("caption" or "vqa") in memory, in the generation manifest format with
+    ``image`` as uint8 [canvas, canvas, 3] RGB (what :func:`build_scenes` writes, without files).
+
+    ``n_scenes``: default ``DEFAULT_SIZES[split]``. Deterministic from (split, n_scenes, seed, config). Raises
+    ValueError for an unknown split or task."""
+    if task not in SCENE_TASKS:
+        raise ValueError(f"the scenes set has no {task!r} rows; its tasks: {SCENE_TASKS}")
+    config = config or SceneConfig()
+    rows = []
+    for scene in generate_split(split, n_scenes or DEFAULT_SIZES[split], seed, config):
+        image = render_scene(scene["objects"], config.canvas)
+        if task == "caption":
+            rows.append(chat_row(scene["id"], "caption", CAPTION_PROMPT, scene["captions"], {"image": image}))
+            continue
+        for k, (qtype, question, answer) in enumerate(scene["questions"]):
+            rows.append(chat_row(f"{scene['id']}-q{k}", "vqa", question, [answer], {"image": image},
+                                 question=question, question_type=qtype, scene_id=scene["id"]))
+    return rows

@@ -144,14 +144,15 @@ def distill(teacher_dir: str | os.PathLike, student: dict[str, Any], out_dir: st
     """
     from ...config import Config, from_dict
     from ...models import MultimodalModel
-    from ...pipeline import evaluate_model, prepare
+    from ...tasks import task_of
     from ...training import Trainer, seed_everything
     from ...training.run_lock import RunLock
-    from ..predictor import is_alignment_model, load_model
+    from ..predictor import load_model
 
     teacher, _ = load_model(teacher_dir)
-    if is_alignment_model(teacher):
-        raise ConfigError(f"{teacher_dir}: distillation needs a classifier teacher; this is an alignment model")
+    task = task_of(teacher)  # the recorded task of the saved model, never guessed
+    if task.name != "classification":
+        raise ConfigError(f"{teacher_dir}: distillation needs a classifier teacher; this is a {task.name} model")
     data_section = data or teacher.data_config
     if not data_section:
         raise ConfigError(f"{teacher_dir} records no data section: pass data={{'name': 'spoken-digits'}} or a "
@@ -167,13 +168,15 @@ def distill(teacher_dir: str | os.PathLike, student: dict[str, Any], out_dir: st
     run_dir = Path(out_dir)
     with RunLock(run_dir):
         seed_everything(config.train.seed)
-        processors, loaders, _ = prepare(data_config)
+        processors, loaders, _ = task.prepare_data(data_config)
         model = MultimodalModel(config.model)
         model._processors = {name: processors[name] for name in config.model.modalities}
         model.data_config = teacher.data_config if data is None else dict(data)
         wrapper = DistillationModel(model, teacher, temperature, alpha)
+        # the classification task: its validation metrics (the student's accuracy, the default monitor) and the
+        # wrapper's own distillation loss (ClassificationTask.training_output keeps a loss the model computed)
         trainer = Trainer(wrapper, config.train, loaders["train"], val_loader=loaders.get("val"), run_dir=run_dir,
-                          config=config, verbose=verbose)
+                          config=config, verbose=verbose, task=task)
         fit = trainer.fit()
     best_dir = run_dir / "best"
     best = MultimodalModel.from_pretrained(best_dir) if (best_dir / "model.safetensors").exists() else model
@@ -182,6 +185,6 @@ def distill(teacher_dir: str | os.PathLike, student: dict[str, Any], out_dir: st
                                "teacher": {"parameters": teacher.parameter_counts()},
                                "student": {"parameters": best.parameter_counts()}}
     if "test" in loaders:
-        summary["teacher"]["test"] = evaluate_model(teacher, loaders["test"])
-        summary["student"]["test"] = evaluate_model(best, loaders["test"])
+        summary["teacher"]["test"] = task.test_metrics(teacher, loaders["test"], config)
+        summary["student"]["test"] = task.test_metrics(best, loaders["test"], config)
     return summary

@@ -7,8 +7,10 @@ The export directory holds:
   [B] bool (see :mod:`.graphs`), dynamic batch axis and dynamic sequence / time axes for text and audio;
 - ``processors.json``: every processor's options and resolved values, so a runtime without Python can
   preprocess (:func:`.inputs.processor_settings`); ``hf/<name>/`` tokenizer / feature-extractor files if any;
-- ``manifest.json``: graphs with input / output names, dtypes and shapes, labels, task, opset, precision, and the
-  parity each graph reached against PyTorch when it was written.
+- ``manifest.json``: graphs with input / output names, dtypes and shapes, labels, the model's ``task``
+  ("classification" / "alignment", as recorded in its config.json) and a classifier's ``head_task`` (multiclass /
+  binary / multilabel), opset, precision, and the parity each graph reached against PyTorch when it was written.
+  (Exports written before the task field held the head task, or "alignment", in ``task``; the runtime reads both.)
 
 It is written into a temp folder next to ``out_dir`` and renamed into place, so a crash never leaves half an
 export. :class:`.runtime.OnnxPredictor` runs it with onnxruntime.
@@ -36,7 +38,8 @@ from torch import nn
 from ... import __version__
 from ...errors import PolymodalError
 from ...files import apply_plain_modes, make_temp_dir
-from ..predictor import check_finite_model, is_alignment_model, load_model
+from ...tasks import task_of
+from ..predictor import check_finite_model, load_model
 from .graphs import ClassifierGraph, GraphSpec, TowerGraph, describe_inputs, flatten_batch, onnx_dynamic_axes
 from .inputs import check_sample_sets, make_batch, processor_settings, trace_samples
 
@@ -84,11 +87,14 @@ def entry_points(model: nn.Module) -> list[tuple[str, nn.Module, list[str], dict
     """(entry, wrapper module, modalities, output spec) per graph to write."""
     names = list(model.modality_names)
     keys = {name: list(model.processors[name].empty()) for name in names}
-    if is_alignment_model(model):
+    task = task_of(model).name
+    if task == "alignment":
         embed_dim = int(model.config.embed_dim)
         return [(name, TowerGraph(model, name, keys[name]).eval(), [name],
                  {"name": "embedding", "dtype": "float32", "shape": ["batch", embed_dim],
                   "meaning": "unit-norm embedding; zeros where present is False"}) for name in names]
+    if task != "classification":
+        raise ExportError(f"a {task} model cannot be exported to ONNX yet (classification and alignment models can)")
     layout = [(name, keys[name]) for name in names]
     return [("classifier", ClassifierGraph(model, layout).eval(), names,
              {"name": "logits", "dtype": "float32", "shape": ["batch", len(model.labels)],
@@ -212,7 +218,8 @@ def write_graphs(model: nn.Module, model_dir: Path | None, tmp: Path, opset: int
                  atol: float) -> dict[str, Any]:
     """Export every entry point of ``model`` into ``tmp`` and write manifest.json + processors.json there."""
     onnx, onnxruntime = require_onnx()
-    alignment = is_alignment_model(model)
+    task = task_of(model).name
+    alignment = task == "alignment"
     names = list(model.modality_names)
     kinds = {name: model.config.modalities[name].kind for name in names}
     graphs, parity = {}, {}
@@ -247,8 +254,7 @@ def write_graphs(model: nn.Module, model_dir: Path | None, tmp: Path, opset: int
         "format": FORMAT, "format_version": FORMAT_VERSION, "polymodal_version": __version__,
         "torch_version": torch.__version__, "onnx_version": onnx.__version__, "exporter": "torchscript",
         "opset": opset, "precision": "fp32",
-        "architecture": "AlignmentModel" if alignment else "MultimodalModel",
-        "task": "alignment" if alignment else model.task,
+        "architecture": type(model).__name__, "task": task, "head_task": None if alignment else model.task,
         "labels": [] if alignment else list(model.labels),
         "modalities": {name: _modality_record(model, name) for name in names},
         "graphs": graphs, "processors": PROCESSORS_NAME,
@@ -265,7 +271,7 @@ def write_graphs(model: nn.Module, model_dir: Path | None, tmp: Path, opset: int
 def export_onnx(model_dir: str | os.PathLike | nn.Module, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 overwrite: bool = False, verify: bool = True, atol: float = DEFAULT_ATOL) -> dict[str, Any]:
     """Export a saved model (model or run directory, or a loaded model) to ``out_dir``; returns a report dict:
-    ``{"out_dir", "architecture", "task", "opset", "graphs": {entry: {"file", "bytes", "max_abs_diff"}},
+    ``{"out_dir", "architecture", "task", "head_task", "opset", "graphs": {entry: {"file", "bytes", "max_abs_diff"}},
     "bytes"}``.
 
     ``verify`` (default) runs each graph with onnxruntime on inputs unlike the traced ones and raises
@@ -303,5 +309,6 @@ def export_report(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     graphs = {entry: {"file": str(out_dir / g["file"]), "bytes": g["bytes"], "max_abs_diff": parity.get(entry)}
               for entry, g in manifest["graphs"].items()}
     return {"out_dir": str(out_dir), "architecture": manifest["architecture"], "task": manifest["task"],
+            "head_task": manifest.get("head_task"),
             "opset": manifest["opset"], "precision": manifest["precision"], "graphs": graphs,
             "bytes": sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())}

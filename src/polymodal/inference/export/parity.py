@@ -111,7 +111,7 @@ def build_tiny_model(modalities: dict[str, dict[str, Any]], fusion: str = "conca
     from ...config import ModelConfig, from_dict
 
     if any(spec.get("encoder", "").startswith("clip_") for spec in modalities.values()):
-        from ...alignment import clip_native  # noqa: F401  (registers clip_vision / clip_text)
+        from ...encoders import clip  # noqa: F401  (registers clip_vision / clip_text)
     torch.manual_seed(seed)
     if alignment:
         from ...models.aligner import AlignmentConfig, AlignmentModel

@@ -45,8 +45,22 @@ def read_manifest(export_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def manifest_tasks(manifest: dict[str, Any]) -> tuple[str, str | None]:
+    """(task, head task) of an export: ("classification", "multiclass") / ("alignment", None). Exports written
+    before the manifest recorded the model's task held the head task (or "alignment") in ``task``."""
+    task = manifest.get("task")
+    if task == "alignment" or manifest.get("architecture") == "AlignmentModel":
+        return "alignment", None
+    if task in ("multiclass", "binary", "multilabel"):  # an older export: the head task stood in "task"
+        return "classification", task
+    if not isinstance(task, str):
+        raise ExportError(f"{MANIFEST_NAME}: records no task; re-export the model")
+    return task, manifest.get("head_task")
+
+
 class OnnxModel(nn.Module):
-    """The exported graphs behind the model interface Predictor uses (no parameters: the graphs hold them)."""
+    """The exported graphs behind the model interface Predictor uses (no parameters: the graphs hold them).
+    ``task_name``: the exported model's task (the Predictor dispatches on it); ``task``: a classifier's head task."""
 
     def __init__(self, export_dir: str | os.PathLike, threads: int | None = None,
                  providers: list[str] | None = None):
@@ -62,7 +76,7 @@ class OnnxModel(nn.Module):
             modalities[name] = cfg
         self.config = SimpleNamespace(modalities=modalities)
         self.modality_names = list(modalities)
-        self.task = manifest["task"]
+        self.task_name, self.task = manifest_tasks(manifest)
         self.labels = list(manifest.get("labels") or [])
         self._processors: dict[str, Any] | None = None
         self.graphs = manifest["graphs"]
@@ -76,8 +90,7 @@ class OnnxModel(nn.Module):
                 raise ExportError(f"{self.export_dir}: graph file {graph['file']} of entry {entry!r} is missing")
             self.sessions[entry] = onnxruntime.InferenceSession(
                 str(path), options, providers=providers or ["CPUExecutionProvider"])
-        if manifest["architecture"] == "AlignmentModel":
-            self.objective_names: list[str] = []  # marks an alignment model for Predictor (is_alignment_model)
+        if self.task_name == "alignment":
             self.zeroshot = manifest.get("zeroshot")
             # a tensor, as on AlignmentModel: zero-shot code reads its device
             self.register_buffer("logit_scale", torch.tensor(float(manifest["alignment"]["logit_scale"])))

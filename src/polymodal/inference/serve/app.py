@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from ... import __version__
 from ...errors import PolymodalError
+from ...tasks.predictions import PredictionError
 from ..predictor import NonFiniteModelError, Predictor
 from .batching import BatcherClosedError, DynamicBatcher, QueueFullError
 from .engine import ModelRunner
@@ -115,8 +116,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
     metrics = ServeMetrics(lambda: batcher.depth)
     metrics_box["m"] = metrics
     model = predictor.model
-    task = "alignment" if predictor.is_alignment else str(model.task)
-    routes = ["/v1/predict"] + (["/v1/embed"] if predictor.is_alignment else [])
+    task = predictor.task_name  # the model's recorded task ("classification", "alignment"): what routes it answers
+    routes = ["/v1/predict"] + (["/v1/embed"] if predictor.can_embed else [])
     routes += ["/v1/retrieve"] if index is not None else []
     kinds = spec.kinds
 
@@ -222,15 +223,20 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
         request.scope.setdefault("polymodal", {})["batch_size"] = result.batch_size
         return result
 
-    def refuse_text_for_zeroshot(prepared: PreparedSample) -> None:
-        texts = [prepared.fields[name] for name in prepared.sample if kinds[name] == "text"]
-        if texts or not prepared.sample:
+    def refuse_what_the_task_cannot_answer(prepared: PreparedSample) -> None:
+        """The task's check of the sample (Predictor.check) before it is queued: e.g. an alignment model labels
+        image / audio inputs only. 422 naming the refused field and the routes that take it instead."""
+        try:
+            predictor.check(prepared.sample)
+        except ValueError as err:  # PredictionError; a plain ValueError for a sample the spec should have refused
             prepared.cleanup()
-            queries = [name for name, kind in kinds.items() if kind != "text"]
-            raise RequestError(422, "unsupported_input", f"an alignment model predicts a zero-shot label for "
-                               f"{' / '.join(queries) or 'image / audio'} inputs only, not for "
-                               f"{', '.join(map(repr, texts))}: POST /v1/embed embeds a text, POST /v1/retrieve "
-                               "searches a gallery with it", texts[0] if texts else "inputs")
+            refused = err.modalities if isinstance(err, PredictionError) else []
+            fields = [prepared.fields[name] for name in refused if name in prepared.fields]
+            hint = ("POST /v1/embed embeds it" + (", POST /v1/retrieve searches a gallery with it"
+                                                  if index is not None else "")) if predictor.can_embed else ""
+            message = f"{err.reason}: {hint}" if fields and hint else str(err)
+            raise RequestError(422, "unsupported_input", prepared.scrub(message),
+                               fields[0] if fields else "inputs") from err
 
     # ------------------------------------------------------------------------------------------- routes
 
@@ -255,7 +261,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
             index_part = IndexInfo(items=len(index), dim=index.dim, modality=(index_info or {}).get("modality"),
                                    backend=index.backend)
         return ModelInfo(
-            task=task, architecture=type(model).__name__,
+            task=task, head_task=predictor.head_task, architecture=type(model).__name__,
             modalities=[ModalityInfo(**item) for item in spec.describe()],
             labels=predictor.labels, routes=routes,
             limits={"max_body_bytes": limits.max_body_bytes, "max_image_pixels": limits.max_image_pixels,
@@ -275,23 +281,23 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
         with Arrival() as arrival:
             fields, _ = await read_fields(request, InputsRequest)
             prepared = await prepare(fields)
-            if predictor.is_alignment:
-                refuse_text_for_zeroshot(prepared)
+            refuse_what_the_task_cannot_answer(prepared)
             result = await submit(request, "predict", prepared, arrival)
         prediction = result.value
         return PredictResponse(label=prediction.label, probabilities=prediction.probabilities,
                                modalities=prediction.modalities, batch_size=result.batch_size)
 
-    def require_alignment(route: str) -> None:
-        if not predictor.is_alignment:
+    def require_embeddings(route: str) -> None:
+        if not predictor.can_embed:
             raise RequestError(400, "unsupported", f"{route} needs an alignment model (a shared embedding space); "
-                               f"this is a {task} classifier: use POST /v1/predict", None)
+                               f"this is a {task} model ({predictor.head_task or 'no embeddings'}): use POST "
+                               "/v1/predict", None)
 
     @app.post("/v1/embed", response_model=EmbedResponse, dependencies=auth, responses=ERROR_RESPONSES,
               openapi_extra=_body_doc(InputsRequest, kinds))
     async def embed(request: Request) -> EmbedResponse:
         """Unit-norm embeddings of each given input (alignment models); cosine similarity = dot product."""
-        require_alignment("/v1/embed")
+        require_embeddings("/v1/embed")
         with Arrival() as arrival:
             fields, _ = await read_fields(request, InputsRequest)
             result = await submit(request, "embed", await prepare(fields), arrival)
@@ -303,7 +309,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
               openapi_extra=_body_doc(RetrieveRequest, kinds, {"k": {"type": "integer", "default": 5}}))
     async def retrieve(request: Request) -> RetrieveResponse:
         """The k gallery items of the loaded index nearest to one query input (cosine similarity)."""
-        require_alignment("/v1/retrieve")
+        require_embeddings("/v1/retrieve")
         if index is None:
             raise RequestError(400, "unsupported", "no retrieval index is loaded: start the server with "
                                "--index INDEX_DIR (from `polymodal retrieve index`)", None)

@@ -78,7 +78,9 @@ class IndexInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    task: str = Field(description="classification task (multiclass / multilabel / binary) or alignment")
+    task: str = Field(description="the model's task, as recorded when it was saved: classification or alignment")
+    head_task: str | None = Field(default=None, description="a classifier's head: multiclass, binary or multilabel "
+                                  "(null for a model without a classification head)")
     architecture: str
     modalities: list[ModalityInfo]
     labels: list[str] = Field(description="labels a prediction chooses from (alignment: zero-shot class names)")

@@ -36,11 +36,11 @@ def require_serve_extra() -> None:
 def load_index(index_dir: str | os.PathLike, predictor: Any) -> tuple[Any, dict[str, Any]]:
     """The EmbeddingIndex in ``index_dir`` and its retrieval.json; ServeError when it cannot be searched with
     this model (a classifier, or embeddings of another width)."""
-    from ...alignment.cli import RETRIEVAL_META
-    from ...alignment.retrieval import EmbeddingIndex
+    from ..retrieval import RETRIEVAL_META, EmbeddingIndex
 
-    if not predictor.is_alignment:
-        raise ServeError(f"--index {index_dir}: retrieval needs an alignment model; this model is a classifier")
+    if not predictor.can_embed:  # the model's task says whether it has an embedding space to search
+        raise ServeError(f"--index {index_dir}: retrieval needs an alignment model (a shared embedding space); this "
+                         f"is a {predictor.task_name} model")
     index = EmbeddingIndex.load(index_dir).build()  # build an approximate structure now, not on a first request
     meta_path = Path(index_dir) / RETRIEVAL_META
     try:
