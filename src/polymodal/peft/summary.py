@@ -75,7 +75,7 @@ def parameter_summary(model: nn.Module, strategies: dict[str, str] | None = None
     MLM layers) and its bare parameters ``logit_scale`` / ``logit_bias``. Parts with no parameter are left out."""
     strategies = strategies or {}
     components: dict[str, ComponentCount] = {}
-    for name, encoder in model.encoders.items():
+    for name, encoder in getattr(model, "encoders", {}).items():  # a model without encoders: its parts only
         total, trainable = _count(encoder)
         default = "full" if trainable else "frozen"
         components[f"encoder.{name}"] = ComponentCount(strategies.get(name, default), total, trainable)

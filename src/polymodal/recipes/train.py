@@ -64,15 +64,20 @@ def _train_locked(config: RunConfig, resume: bool, run_dir: Path, verbose: bool,
     seed_everything(config.train.seed)
     processors, loaders, labels = prepared if prepared is not None else task.prepare_data(config)
     model = task.build_model(config, list(labels))
-    model._processors = {name: processors[name] for name in config.model.modalities}  # saved with the model
+    modalities = getattr(config.model, "modalities", None) or {}
+    if modalities:  # the processors the data went through are saved with the model
+        model._processors = {name: processors[name] for name in modalities}
     extras = task.on_built(model, config, list(labels))
     finetune_summary = apply_finetune_section(model, config)
     counts = model.parameter_counts()
     if verbose:
         print(task.describe(model, config, list(labels)))
     # Frozen encoders (augmentation off): train the rest from the on-disk feature cache.
-    with main_process_first():  # rank 0 builds the feature cache, the others then read it
-        train_model, train_loaders, cache_report = cached_training_setup(model, loaders, config, run_dir, verbose)
+    train_model, train_loaders, cache_report = model, loaders, None
+    if hasattr(model, "encoders"):
+        with main_process_first():  # rank 0 builds the feature cache, the others then read it
+            train_model, train_loaders, cache_report = cached_training_setup(model, loaders, config, run_dir,
+                                                                             verbose)
     trainer = Trainer(train_model, config.train, train_loaders["train"], val_loader=train_loaders.get("val"),
                       run_dir=run_dir, config=config, verbose=verbose, epoch_callback=epoch_callback, task=task)
     started = time.perf_counter()
@@ -108,7 +113,8 @@ def _best_model(task: Task, model, best_dir: Path):
     if not (best_dir / "model.safetensors").exists():
         return model.eval()
     best = task.load_model(best_dir, read_model_config(best_dir))
-    best._processors = model._processors
+    if getattr(model, "_processors", None) is not None:
+        best._processors = model._processors
     return best
 
 

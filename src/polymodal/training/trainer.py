@@ -41,13 +41,20 @@ from .checkpoint import (
     is_complete_checkpoint,
     load_checkpoint,
     recover_directory,
+    restore_torch_rng_state,
     save_checkpoint,
+    torch_rng_state,
 )
 from .interrupt import StopSignals
 from .logging import MetricLogger, make_progress
 from .modality_dropout import ModalityDropout
 from .optim import build_optimizer, build_scheduler
-from .reproducibility import configure_determinism, make_resumable_loader
+from .reproducibility import (
+    configure_determinism,
+    make_resumable_loader,
+    python_numpy_rng_state,
+    restore_python_numpy_rng_state,
+)
 from .resume_checks import check_resume_config, warn_if_finished
 from .run_guards import RunGuards, TrainingDivergedError  # noqa: F401 (its historic home: re-exported)
 from .run_lock import RunLock
@@ -419,7 +426,16 @@ class Trainer(RunGuards):
         if self.is_main or fsdp.is_sharded(self.model):  # FSDP forwards are collective: every rank evaluates
             with dist_utils.local_objectives():
                 metrics = evaluate(self.model, self.val_loader, self.device)
-        return dist_utils.broadcast_object(metrics)
+        metrics = dist_utils.broadcast_object(metrics)
+        # Validation on rank 0 alone draws from rank 0's RNGs only (each loader pass draws a base seed): every
+        # rank takes rank 0's states, so the ranks keep the RNG streams a checkpoint (rank 0's) restores, and
+        # resume stays exact for models with dropout.
+        rng = dist_utils.broadcast_object(
+            {"torch": torch_rng_state()["torch"], "python_numpy": python_numpy_rng_state()} if self.is_main else None)
+        if not self.is_main:  # the CPU generator only: each GPU keeps its own device's generator
+            restore_torch_rng_state({"torch": rng["torch"]})
+            restore_python_numpy_rng_state(rng["python_numpy"])
+        return metrics
 
     def _assert_healthy(self) -> None:
         # Each rank probes its own last batch: contrastive losses must not gather across ranks here.
