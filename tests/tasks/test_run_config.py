@@ -135,3 +135,30 @@ def test_a_directory_of_another_task_or_none_is_refused_by_name(tmp_path):
         load_model(tmp_path / "x")
     with pytest.raises(ModelDirectoryError, match=r"config.json not found"):
         load_model(tmp_path / "missing")
+
+
+def test_adapter_only_directories_load_by_their_recorded_task(tmp_path):
+    from polymodal.peft import apply_finetune, save_adapter
+
+    torch.manual_seed(0)
+    for task, model_section in (("classification", {"modalities": TINY, "head": {"labels": ["0", "1"]},
+                                                    "fusion": {"dim": 8}}),
+                                ("alignment", {"modalities": TINY, "embed_dim": 8})):
+        config = from_dict(RunConfig, {"task": task, "model": model_section})
+        model = get_task(task).build_model(config, ["0", "1"])
+        model.save_pretrained(tmp_path / task / "base")
+        apply_finetune(model, {"default": "lora", "lora": {"r": 2}})
+        for parameter in model.parameters():  # move the adapters off their zero init
+            if parameter.requires_grad:
+                parameter.data.add_(0.01)
+        save_adapter(model, tmp_path / task / "adapter", base_dir=tmp_path / task / "base")
+        assert saved_task(tmp_path / task / "adapter") == task
+        loaded = load_model(tmp_path / task / "adapter").eval()
+        batch = _batch(loaded)
+        model.eval()
+        with torch.no_grad():
+            if task == "alignment":
+                torch.testing.assert_close(loaded.encode(batch, "text"), model.encode(batch, "text"), rtol=0,
+                                           atol=1e-6)
+            else:
+                torch.testing.assert_close(loaded(batch).logits, model(batch).logits, rtol=0, atol=1e-6)

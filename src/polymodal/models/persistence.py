@@ -27,6 +27,7 @@ from ..files import apply_plain_modes, atomic_save_safetensors, atomic_write_tex
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+ADAPTER_CONFIG_NAME = "adapter_config.json"  # peft.adapters writes it (an adapter-only save)
 HF_DIR = "hf"
 
 # The task each pre-``task`` architecture name stood for (directories saved by polymodal ≤ 0.x).
@@ -39,11 +40,17 @@ class ModelDirectoryError(PolymodalError, ValueError):
 
 
 def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """config.json of a model directory with its ``task`` (and ``model`` section) in the current format.
+    """config.json of a model directory with its ``task`` (and ``model`` section) in the current format; for an
+    adapter-only save (no config.json), its adapter_config.json (which records the task too).
 
     Raises ModelDirectoryError naming the file when it is missing, not JSON, or records no task.
     """
     path = Path(directory) / CONFIG_NAME
+    adapter = Path(directory) / ADAPTER_CONFIG_NAME
+    if not path.is_file() and adapter.is_file():
+        # an adapter-only save (peft.save_adapter): its task is in adapter_config.json; the task's loader reads
+        # the base model it references
+        path = adapter
     if not path.is_file():
         raise ModelDirectoryError(f"{path} not found: is {directory} a polymodal model directory (e.g. a run's "
                                   "best/)?")
@@ -53,6 +60,8 @@ def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise ModelDirectoryError(f"{path} cannot be read as JSON: {err}") from err
     if not isinstance(payload, dict):
         raise ModelDirectoryError(f"{path}: expected a JSON object, got {type(payload).__name__}")
+    if "task" not in payload and path.name == ADAPTER_CONFIG_NAME:
+        payload = dict(payload, task="classification")  # adapters saved before they recorded a task: classifiers'
     if "task" not in payload:
         architecture = payload.get("architecture")
         if architecture not in LEGACY_ARCHITECTURES:
