@@ -87,11 +87,10 @@ def test_yaml_config_with_overrides_and_clear_errors(tmp_path):
     config = load_config(path, ["train.epochs=1", "model.embed_dim=32"])
     assert config.train.epochs == 1 and config.model.embed_dim == 32 and config.model.objectives[0].name == "siglip"
     assert config.train.monitor == "val_loss"
-    # The task is never guessed from the model section: a config without `task:` that holds alignment model keys
-    # fails naming the key and the line to add.
-    with pytest.raises(ConfigError, match=r"model.objectives: a key of the alignment task's model section.*"
-                                          r"add `task: alignment`"):
-        from_dict(RunConfig, {"model": {"objectives": []}})
+    # A config without `task:` whose model section holds alignment keys reads as the alignment task (with a
+    # warning naming the line to add); a classification model section stays classification.
+    with pytest.warns(FutureWarning, match=r"add that line"):
+        assert from_dict(RunConfig, {"model": {"objectives": [{"name": "clip"}]}}).task == "alignment"
     assert from_dict(RunConfig, {"model": {"fusion": {}}}).task == "classification"
     with pytest.raises(ConfigError, match="model.embd_dim"):
         alignment_config_from_dict({"model": {"embd_dim": 3}})

@@ -120,9 +120,5 @@ def test_prompt_tuned_clip_text_with_left_padding_matches_the_unpadded_rows():
     with torch.no_grad():
         batched = encoder({"input_ids": ids * mask, "attention_mask": mask}, torch.ones(2, dtype=torch.bool))
         alone = encoder({"input_ids": ids[:1], "attention_mask": mask[:1]}, torch.ones(1, dtype=torch.bool))
-        shifted = encoder({"input_ids": ids[1:, 3:], "attention_mask": mask[1:, 3:]}, torch.ones(1, dtype=torch.bool))
     torch.testing.assert_close(batched.tokens[:1], alone.tokens, atol=1e-5, rtol=0)
-    assert torch.isfinite(batched.tokens).all()
-    # the left-padded row's real tokens see the prompts and each other as the unpadded sequence does, but at
-    # other positions (position embeddings differ), so only their shapes and finiteness are comparable
-    assert shifted.tokens.shape[1] == 5
+    assert torch.isfinite(batched.tokens).all()  # pads see themselves and the prompts: no empty attention row

@@ -225,3 +225,72 @@ def test_spoken_digit_transcription_and_chat_rows_prepare(tmp_path):
     sample = next(iter(get_task("chat").prepare_data(chat, ("test",)).loaders["test"])).samples[0]
     assert set(sample["attachments"]) == {"image", "audio"} and sample["answers"][0] in ("yes", "no")
     assert len(sample["messages"]) == 4
+
+
+# ---------------------------------------------------------------------------------------------- API and CLI
+
+
+@pytest.fixture
+def scene_file(tmp_path):
+    from polymodal.data.builtin.scenes import scene_records
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(scene_records("test", "caption", 1)[0]["image"]).save(path)
+    return str(path)
+
+
+def test_generation_predictor_matches_the_model_and_streams_the_same_text(caption_run, scene_file):
+    from polymodal.inference.generate import GenerationPredictor
+
+    _, summary = caption_run
+    predictor = GenerationPredictor(summary["run_dir"])  # a run directory resolves to best/
+    answer = predictor.generate("describe the picture.", image=scene_file, max_new_tokens=8)
+    inputs = predictor.process({"image": [scene_file]})
+    direct = predictor.model.generate_text(
+        [{"messages": [{"role": "user", "content": "<image>\ndescribe the picture."}], "attachments": inputs}],
+        **{**predictor.model.generation_defaults, "max_new_tokens": 8})
+    assert answer == direct[0]
+    streamed = "".join(predictor.generate("describe the picture.", image=scene_file, stream=True, max_new_tokens=8))
+    assert streamed.strip() == answer
+    with pytest.raises(DataError, match=r"reads \['image'\] attachments, not \['audio'\]"):
+        predictor.generate("what?", audio=scene_file)
+
+
+def test_generate_cli_prints_the_answer(caption_run, scene_file, capsys):
+    from polymodal.cli import main
+    from polymodal.inference.generate import GenerationPredictor
+
+    _, summary = caption_run
+    expected = GenerationPredictor(summary["model_dir"]).generate("describe the picture.", image=scene_file)
+    assert main(["generate", summary["model_dir"], "--image", scene_file]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+    assert main(["generate", summary["model_dir"], "--image", scene_file, "--stream"]) == 0
+    assert capsys.readouterr().out.strip() == expected
+    assert main(["generate", summary["model_dir"], "--image", scene_file, "--json", "--prompt", "what?"]) == 0
+    assert json.loads(capsys.readouterr().out)["prompt"] == "what?"
+    assert main(["generate", summary["model_dir"], "--audio", scene_file]) == 2
+    assert "reads ['image'] attachments" in capsys.readouterr().err
+
+
+def test_chat_reads_a_conversation_from_stdin(caption_run, scene_file, capsys, monkeypatch):
+    import io
+
+    from polymodal.cli import main
+    from polymodal.inference.generate import GenerationPredictor
+
+    _, summary = caption_run
+    conversation = GenerationPredictor(summary["model_dir"]).conversation()
+    conversation.attach("image", scene_file)
+    first = conversation.ask("describe the picture.")
+    second = conversation.ask("again?")
+    assert [m["role"] for m in conversation.messages] == ["user", "assistant"] * 2
+    assert conversation.messages[0]["content"].startswith("<image>\n")
+    conversation.reset()
+    fresh = conversation.ask("hello")
+    script = f"/image {scene_file}\ndescribe the picture.\nagain?\n/reset\nhello\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(script))
+    assert main(["chat", summary["model_dir"], "--no-stream"]) == 0
+    assert capsys.readouterr().out.splitlines() == [first, second, fresh]
+    monkeypatch.setattr("sys.stdin", io.StringIO("/video x.mp4\n"))
+    assert main(["chat", summary["model_dir"]]) == 2
+    assert "unknown command '/video'" in capsys.readouterr().err

@@ -40,15 +40,25 @@ def test_the_align_recipe_names_its_task():
     assert config.task == "alignment" and config.model.embed_dim == 64 and config.zeroshot.classnames is None
 
 
-def test_the_task_is_never_guessed_from_the_model_section():
+def test_a_config_without_task_reads_as_the_one_task_its_keys_belong_to_with_a_warning():
+    """Configs written before the task key: an alignment config (embed_dim, objectives, zeroshot) keeps loading,
+    with a warning naming the line to add; anything ambiguous or explicit-but-wrong is an error naming the key."""
+    from polymodal.config.run import TaskKeyWarning
+
+    with pytest.warns(TaskKeyWarning, match=r"model.embed_dim, model.objectives belong to the alignment task.*"
+                                            r"add that line"):
+        legacy = from_dict(RunConfig, {"model": {"modalities": TINY, "embed_dim": 8, "objectives": [{"name": "clip"}]}})
+    assert legacy.task == "alignment" and legacy.train.monitor == "val_loss"
+    with pytest.warns(TaskKeyWarning, match=r"zeroshot belong to the alignment task"):
+        assert from_dict(RunConfig, {"zeroshot": {"classnames": ["a", "b"]}}).task == "alignment"
     with pytest.raises(ConfigError, match=r"model.embed_dim: a key of the alignment task's model section, but "
-                                          r"the config's task is 'classification' \(the default\).*"
-                                          r"add `task: alignment`"):
-        from_dict(RunConfig, {"model": {"modalities": TINY, "embed_dim": 8}})
-    with pytest.raises(ConfigError, match=r"zeroshot: this section belongs to the alignment task.*task: alignment"):
-        from_dict(RunConfig, {"zeroshot": {"classnames": ["a", "b"]}})
+                                          r"the config's task is 'classification'; set `task: alignment`"):
+        from_dict(RunConfig, {"task": "classification", "model": {"modalities": TINY, "embed_dim": 8}})
     with pytest.raises(ConfigError, match=r"model.fusion: a key of the classification task's model section"):
         from_dict(RunConfig, {"task": "alignment", "model": {"modalities": TINY, "fusion": {"name": "concat"}}})
+    with pytest.raises(ConfigError, match=r"model.embed_dim: a key of the alignment task's model section.*"
+                                          r"\(the default\)"):  # keys of two tasks at once: nothing is inferred
+        from_dict(RunConfig, {"model": {"modalities": TINY, "embed_dim": 8, "fusion": {"name": "concat"}}})
     with pytest.raises(ConfigError, match=r"unknown config key 'trian' \(did you mean 'train'\?\)"):
         from_dict(RunConfig, {"trian": {}})
 

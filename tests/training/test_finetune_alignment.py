@@ -308,6 +308,42 @@ def test_cached_and_uncached_alignment_training_give_the_same_losses(tmp_path, o
         torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cached", [["image"], ["image", "text"]])
+def test_cached_feature_model_over_an_aligner_equals_the_model(tmp_path, cached):
+    """encode_raw + forward_encoded from cached outputs = forward, with a sample lacking its text (presence
+    masks), ITM reading cached tokens, and (everything cached) batches that carry no inputs at all."""
+    from torch.utils.data import DataLoader
+
+    from polymodal.training.feature_cache import CachedFeatureDataset, CachedFeatureModel, FeatureCache
+
+    model = preset_aligner(objectives=("clip", "itm"))
+    apply_finetune(model, {"encoders": {name: "frozen" for name in cached}})
+    model.eval()
+    batches = [tiny_batch(6, seed=1, start=0), tiny_batch(6, seed=2, start=6)]
+    cache = FeatureCache(tmp_path / "cache")
+    reports = cache.prepare(model, DataLoader(batches, batch_size=None), modalities=cached)
+    assert {r.store for r in reports.values()} == {"tokens"}  # ITM reads token outputs
+    features = cache.load(reports)
+    wrapped = CachedFeatureModel(model, features)
+    for batch in batches:
+        if len(cached) == 2:  # what the cache-only loader yields: ids, presence, labels
+            dataset = CachedFeatureDataset(features)
+            fed = dataset.collate([dataset.ids.index(i) for i in batch.ids])
+            assert fed.inputs == {} and torch.equal(fed.present["text"], batch.present["text"])
+        else:
+            fed = batch
+        assert wrapped.loss_counts(fed) == model.loss_counts(batch)
+        with torch.no_grad():
+            torch.manual_seed(5)  # ITM draws its hard negatives
+            expected = model(batch)
+            torch.manual_seed(5)
+            got = wrapped(fed)
+        torch.testing.assert_close(got.loss, expected.loss, atol=1e-6, rtol=0)
+        assert got.losses.keys() == expected.losses.keys() == {"clip/image-text", "itm/image-text"}
+        for name in expected.embeddings:
+            torch.testing.assert_close(got.embeddings[name], expected.embeddings[name], atol=1e-6, rtol=0)
+
+
 def test_mlm_keeps_the_text_tower_out_of_the_cache_with_a_reason(tmp_path):
     """MLM re-encodes masked text from the raw ids: a frozen text tower cannot be read from the cache."""
     config = run_config(tmp_path / "run", PRESET_MODALITIES, {"default": "frozen"}, objectives=("clip", "mlm"))

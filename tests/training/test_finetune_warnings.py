@@ -97,3 +97,17 @@ def test_every_strategy_has_a_description():
 
     assert set(STRATEGY_DESCRIPTIONS) == set(get_args(Strategy))
     assert all(len(text) > 20 and "\n" not in text for text in STRATEGY_DESCRIPTIONS.values())
+
+
+def test_clip_towers_with_a_checkpoint_in_their_options_count_as_pretrained():
+    """clip_vision / clip_text name their Hugging Face checkpoint as ``options.pretrained``: LoRA on such a tower
+    (the HF CLIP use case) is not flagged; the same tower built from its preset is."""
+    towers = {
+        "image": {"kind": "image", "encoder": "clip_vision", "options": {"pretrained": "some/clip", "project": True}},
+        "text": {"kind": "text", "encoder": "clip_text", "options": {"preset": "tiny"}},
+    }
+    cfg = parse_finetune_config({"encoders": {"image": "frozen", "text": "lora"}})
+    modalities = from_dict(Config, {"model": {"modalities": towers}}).model.modalities
+    assert untrained_frozen_encoders(modalities, cfg) == {"text": "lora"}
+    (message,) = read({"encoders": {"image": "frozen", "text": "lora"}}, towers)
+    assert "image=frozen (pretrained)" in message and "text=lora (random init)" in message

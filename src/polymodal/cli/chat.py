@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
             break
         if command == "/reset":
             conversation.reset()
-            print("(conversation reset)" if interactive else "", end="\n" if interactive else "")
+            if interactive:
+                print("(conversation reset)")
             continue
         if command in ("/image", "/audio"):
             try:
@@ -69,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: {err}")
             continue
         if command.startswith("/"):
-            raise ValueError(f"unknown command {command!r}; {HELP}") if not interactive else print(HELP)
+            if not interactive:
+                raise ValueError(f"unknown command {command!r}; {HELP}")
+            print(HELP)
+            continue
         if interactive:
             print("model> ", end="", flush=True)
         if stream:

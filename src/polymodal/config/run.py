@@ -10,8 +10,9 @@ sections. ::
 
 What each task's sections are is data of this layer (:data:`TASK_CONFIGS`), so reading a config never imports
 models or training code; ``register_task_config`` adds a task's sections (the task itself lives in
-``polymodal.tasks``). The task is never guessed from the model section: a config whose model section holds
-another task's keys fails with a message naming the key and the ``task:`` line to add.
+``polymodal.tasks``). A config without ``task:`` written before the key existed is read as the one task its keys
+belong to, with a TaskKeyWarning naming the line to add; keys of another task than the one named (or of several)
+fail with a message naming the key. A saved model's kind is never inferred: it records its task.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class RunConfig:
             raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__} {data!r}")
         data = dict(data)
         given = "task" in data
-        task = data.pop("task", None) or "classification"
+        task = data.pop("task", None) or _task_of_legacy_config(data)
         if not isinstance(task, str):
             raise ConfigError(f"task: expected a task name, got {task!r}")
         spec = task_config(task)
@@ -182,9 +183,8 @@ class RunConfig:
                 owner = None if key in fields else _owner_of(key, model_key=True, task=task)
                 if owner is not None:
                     raise ConfigError(f"model.{key}: a key of the {owner} task's model section, but the config's "
-                                      f"task is {task!r}{'' if given else ' (the default)'}; polymodal no longer "
-                                      f"guesses the task from the model section: add `task: {owner}` at the top "
-                                      "of the config")
+                                      f"task is {task!r}{'' if given else ' (the default)'}; set `task: {owner}` "
+                                      "at the top of the config (or remove the key)")
         train = data.get("train")
         kwargs: dict[str, Any] = {"task": task}
         if model is not None:
@@ -197,6 +197,43 @@ class RunConfig:
             kwargs["finetune"] = data["finetune"]
         kwargs["sections"] = {name: data[name] for name in spec.sections if data.get(name) is not None}
         return cls(**kwargs)
+
+
+class TaskKeyWarning(FutureWarning):
+    """A config without ``task:`` whose sections belong to one other task: read as that task; add the line."""
+
+
+def _task_of_legacy_config(data: dict[str, Any]) -> str:
+    """The task of a config written before the ``task`` key existed: classification, unless its model section /
+    top-level sections hold keys that only ONE other task has (an alignment config names ``embed_dim`` /
+    ``objectives``, ``zeroshot``...). Such a config is read as that task with a TaskKeyWarning saying which line to
+    add; keys of several tasks at once fall through to the key-naming errors of :meth:`RunConfig.from_plain`."""
+    import warnings
+
+    default = "classification"
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    own = {f.name for f in dataclasses.fields(TASK_CONFIGS[default].model)}
+    foreign = [f"model.{key}" for key in model if key not in own]
+    foreign += [key for key in data if key not in COMMON_SECTIONS]
+    if not foreign:
+        return default
+    owners = set()
+    for key in foreign:
+        name = key.removeprefix("model.")
+        owner = _owner_of(name, model_key=key.startswith("model."), task=default)
+        if owner is None:
+            return default  # an unknown key: from_plain names it
+        owners.add(owner)
+    if len(owners) != 1:
+        return default
+    (task,) = owners
+    theirs = {f.name for f in dataclasses.fields(TASK_CONFIGS[task].model)}
+    if any(key in own and key not in theirs for key in model):  # keys of both tasks: nothing is inferred
+        return default
+    warnings.warn(f"this config has no `task:` line and {', '.join(foreign)} belong to the {task} task: read as "
+                  f"`task: {task}`; add that line at the top of the config (a future version will not infer it)",
+                  TaskKeyWarning, stacklevel=5)
+    return task
 
 
 def _with_monitor(train: TrainConfig, spec: TaskConfigSpec) -> TrainConfig:

@@ -146,10 +146,6 @@ class ProcessedSample(NamedTuple):
     items: dict[str, Any]
     present: dict[str, bool]
 
-    @property
-    def given(self) -> list[str]:
-        return [name for name, flag in self.present.items() if flag]
-
 
 def _absent(raw: Any) -> bool:
     return raw is None or (isinstance(raw, str) and not raw.strip())

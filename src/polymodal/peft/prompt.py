@@ -7,9 +7,11 @@ Four kinds of transformer are supported, found by walking the encoder's submodul
 - the presets' ``TransformerStack`` (text_transformer, image_vit, audio_transformer): a forward pre-hook
   prepends the prompts to ``x`` [B, N, D] → [B, P+N, D] and extends ``mask`` [B, N] → [B, P+N] (True: prompts
   are real tokens); a forward hook strips the P prompt positions from the output;
-- the native CLIP towers' ``layers.Transformer`` (clip_vision, clip_text): the same on ``x``; with causal
-  attention (text) the prompts come first, so every token sees them and they see only each other (a learned
-  prefix, as in VPT-shallow for the image tower); a key-padding ``attn_mask`` [B, 1, N, N] is extended to match;
+- the native CLIP towers' ``layers.Transformer`` (clip_vision, clip_text): the same on ``x``; the prompts come
+  first, so under causal attention (text) every token sees them and they see only earlier prompts (a learned
+  prefix; VPT-shallow for the image tower); an explicit ``attn_mask`` [B, 1, N, N] (left padding) is extended
+  to the same pattern. Only the towers' full forward is prompted (what the encoders call), not
+  ``CLIPModelNative``'s one-query ``forward_pooled`` shortcut;
 - a ``torch.nn.TransformerEncoder``: the same, with ``src_key_padding_mask`` (True there means padding);
 - a Hugging Face model with an ``embeddings`` module (BERT, RoBERTa, ViT, DeiT...): a forward hook on the
   embeddings inserts the prompts right after the CLS token (position embeddings are already added, so the
@@ -135,10 +137,12 @@ def _hook_native(transformer: nn.Module, owner: nn.Module) -> None:
         attn_mask = kwargs.pop("attn_mask") if "attn_mask" in kwargs else (args.pop(0) if args else None)
         x = torch.cat([_prompts_for(owner, x.shape[0], x), x], dim=1)
         if attn_mask is not None:
-            # Prompts see each other; every token sees the prompts, and the tokens it saw before.
+            # Every token sees the prompts and the tokens it saw before; the prompts see the prompts (causal: the
+            # earlier ones, as is_causal gives them when no mask is needed), never a token.
             batch, length = attn_mask.shape[0], attn_mask.shape[-1]
-            top = torch.cat([torch.ones_like(attn_mask[:, :, :1, :1]).expand(batch, 1, num, num),
-                             torch.zeros_like(attn_mask[:, :, :1, :1]).expand(batch, 1, num, length)], dim=-1)
+            among = torch.ones(num, num, dtype=torch.bool, device=attn_mask.device)
+            among = (among.tril() if causal else among).to(attn_mask.dtype).expand(batch, 1, num, num)
+            top = torch.cat([among, torch.zeros_like(attn_mask[:, :, :1, :1]).expand(batch, 1, num, length)], dim=-1)
             bottom = torch.cat([torch.ones_like(attn_mask[:, :, :, :1]).expand(batch, 1, length, num), attn_mask],
                                dim=-1)
             attn_mask = torch.cat([top, bottom], dim=2)

@@ -19,7 +19,7 @@ A suite file (see ``polymodal/data/builtin/bench_spoken_digits.yaml``)::
       train: {epochs: 2}
     efficiency: {batch_sizes: [1, 32], repeats: 10}
 
-Every (fusion, encoders, finetune) configuration is trained once per seed with ``pipeline.train`` on loaders
+Every (fusion, encoders, finetune) configuration is trained once per seed with ``recipes.train.train`` on loaders
 prepared once (the train loader's shuffle generator is reseeded per cell, so a cell's result does not depend
 on the cells before it). The leaderboard has one row per configuration: test accuracy and macro-F1 as mean ±
 std over seeds (sample std, ddof=1), and the efficiency columns measured on the seed-0 model.
