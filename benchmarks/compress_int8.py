@@ -120,7 +120,7 @@ def run(args, work: Path) -> tuple[list[dict], int]:
     import torch
 
     from polymodal.data import get_dataset
-    from polymodal.evaluation.intervals import proportion_ci
+    from polymodal.metrics.intervals import proportion_ci
     from polymodal.inference import load_model
     from polymodal.inference.compress import directory_bytes, quantize_dynamic_torch, quantize_int8
     from polymodal.inference.export import export_onnx

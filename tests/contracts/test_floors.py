@@ -40,7 +40,8 @@ SHIMS = {"polymodal.pipeline", "polymodal.model", "polymodal.demo", "polymodal.a
          "polymodal.alignment.model", "polymodal.alignment.metrics", "polymodal.alignment.zeroshot",
          "polymodal.alignment.evaluate", "polymodal.evaluation.classification", "polymodal.training.finetune",
          "polymodal.training.peft_utils", "polymodal.training.prompt_tuning", "polymodal.training.finetune_warnings",
-         "polymodal.alignment", "polymodal.alignment.clip_native", "polymodal.alignment.convert"}
+         "polymodal.alignment", "polymodal.alignment.clip_native", "polymodal.alignment.convert",
+         "polymodal.evaluation.bootstrap", "polymodal.evaluation.exact", "polymodal.evaluation.intervals"}
 TOP = max(NAMES) + 1
 
 

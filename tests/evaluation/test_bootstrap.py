@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from polymodal.evaluation.bootstrap import (
+from polymodal.metrics.bootstrap import (
     accuracy_metric,
     bootstrap_ci,
     macro_f1_for,
@@ -86,7 +86,7 @@ def test_paired_bootstrap_identical_and_different_predictors():
 
 
 def test_degenerate_distributions_warn_and_are_never_significant():
-    from polymodal.evaluation.bootstrap import DegenerateBootstrapWarning
+    from polymodal.metrics.bootstrap import DegenerateBootstrapWarning
 
     y = np.array([0, 1, 2])
     with pytest.warns(DegenerateBootstrapWarning, match="all 200 resamples give 1"):

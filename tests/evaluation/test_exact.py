@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from polymodal.evaluation.exact import (
+from polymodal.metrics.exact import (
     betainc,
     binom_cdf,
     clopper_pearson,

@@ -42,7 +42,7 @@ class ZeroShotConfig:
 
     ``classnames`` are in label order (default: the data's labels; for the built-in spoken digits the words zero …
     nine); ``templates`` are per modality name, strings with one ``{}`` (default: per kind,
-    ``inference.zeroshot.DEFAULT_TEMPLATES``)."""
+    ``metrics.zeroshot.DEFAULT_TEMPLATES``)."""
 
     classnames: list[str] | None = None
     templates: dict[str, list[str]] = field(default_factory=dict)

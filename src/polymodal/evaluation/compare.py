@@ -59,8 +59,8 @@ def compare_predictions(a: dict[str, Any], b: dict[str, Any], metric: str = "acc
                         seed: int = 0, confidence: float = 0.95, alpha: float = 0.05) -> dict[str, Any]:
     """metric(A) − metric(B) on the shared samples: difference, CI, p-value, test used, warnings, verdict (the
     rule in the module docstring). Raises ValueError for an unknown metric or unmatched predictions."""
-    from .bootstrap import accuracy_metric, macro_f1_for, paired_bootstrap
-    from .exact import EXACT_DISCORDANT_BELOW, mcnemar_exact, paired_difference_ci
+    from ..metrics.bootstrap import accuracy_metric, macro_f1_for, paired_bootstrap
+    from ..metrics.exact import EXACT_DISCORDANT_BELOW, mcnemar_exact, paired_difference_ci
 
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...evaluation.bootstrap import vectorized
+from ..bootstrap import vectorized
 from ._inputs import check_pairs
 from .result import MetricResult
 from .tokenizer import coco_tokenize

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...evaluation.bootstrap import bootstrap_ci, vectorized
+from ..bootstrap import bootstrap_ci, vectorized
 from ._inputs import MetricInputError
 
 
@@ -40,7 +40,7 @@ class MetricResult:
         self, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0, method: str = "percentile"
     ) -> tuple[float, float, float]:
         """(point, low, high) of ``value`` by resampling samples (rows of ``stats``); see
-        :func:`polymodal.evaluation.bootstrap.bootstrap_ci`. Raises :class:`MetricInputError` when the
+        :func:`polymodal.metrics.bootstrap.bootstrap_ci`. Raises :class:`MetricInputError` when the
         metric has no resample-able aggregate."""
         if self.aggregate is None:
             raise MetricInputError(

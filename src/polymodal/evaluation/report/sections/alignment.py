@@ -58,8 +58,8 @@ def _instance_r1_interval(ranks: dict[str, tuple[torch.Tensor, torch.Tensor]], n
     two directions of one pair stay together; point = the headline exactly."""
     import warnings
 
-    from ...bootstrap import vectorized
-    from ...intervals import guarded_bootstrap_ci
+    from ....metrics.bootstrap import vectorized
+    from ....metrics.intervals import guarded_bootstrap_ci
 
     hits = np.full((n, len(ranks)), np.nan)
     for column, (rows, first) in enumerate(ranks.values()):

@@ -20,9 +20,9 @@ def _bootstrap_intervals(y_true: np.ndarray, probs: np.ndarray, task: str, optio
     all on the SAME resample indices (one seed), so they are mutually consistent; a degenerate bootstrap is
     flagged (``degenerate``, ``note``)."""
     from ....metrics.classification import classification_report
-    from ...bootstrap import macro_f1_for
+    from ....metrics.bootstrap import macro_f1_for
     from ...calibration import expected_calibration_error
-    from ...intervals import PROPORTION_CI, guarded_bootstrap_ci, proportion_ci
+    from ....metrics.intervals import PROPORTION_CI, guarded_bootstrap_ci, proportion_ci
 
     result: dict[str, Any] = {"n_resamples": options.bootstrap, "confidence": options.confidence,
                               "seed": options.seed, "method": "percentile",
