@@ -5,27 +5,27 @@ from __future__ import annotations
 
 import argparse
 
-KINDS = ["encoders", "fusions", "connectors", "heads", "objectives", "datasets", "finetune", "presets"]
+KINDS = ["tasks", "encoders", "fusions", "connectors", "heads", "objectives", "datasets", "finetune", "presets"]
 
 
 def add_parser(sub) -> None:
-    lst = sub.add_parser("list", help="list registered encoders, fusions, connectors, heads, objectives, data sets, "
-                         "fine-tuning strategies and presets")
+    lst = sub.add_parser("list", help="list registered tasks, encoders, fusions, connectors, heads, objectives, data "
+                         "sets, fine-tuning strategies and presets")
     lst.add_argument("kind", nargs="?", choices=KINDS)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config.finetune import STRATEGY_DESCRIPTIONS
     from ..presets import describe_presets
-    from ..registry import CONNECTORS, DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
+    from ..registry import CONNECTORS, DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES, TASKS
 
     # each registry imports the package that fills it on first read (registry.py): no load_all needed
-    registries = {"encoders": ENCODERS, "fusions": FUSIONS, "connectors": CONNECTORS, "heads": HEADS,
+    registries = {"tasks": TASKS, "encoders": ENCODERS, "fusions": FUSIONS, "connectors": CONNECTORS, "heads": HEADS,
                   "objectives": OBJECTIVES, "datasets": DATASETS}
     for kind, registry in registries.items():
         if args.kind and args.kind != kind:
             continue
-        print(f"{kind}:")
+        print(f"{kind}:" if kind != "tasks" else "tasks (the config's top-level `task:`):")
         for name, description in registry.describe().items():
             print(f"  {name:22s} {description}")
     if args.kind in (None, "finetune"):
