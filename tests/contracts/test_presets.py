@@ -145,7 +145,8 @@ def test_polymodal_list_shows_presets_connectors_and_the_clip_encoders(capsys):
     out = capsys.readouterr().out
     sections = [line for line in out.splitlines() if line and not line.startswith(" ")]
     assert [s.split(":")[0].split(" (")[0] for s in sections] == [
-        "encoders", "fusions", "connectors", "heads", "objectives", "datasets", "finetune", "presets"]
+        "tasks", "encoders", "fusions", "connectors", "heads", "objectives", "datasets", "finetune", "presets"]
+    assert "  classification " in out and "  alignment " in out
     assert "  clip_vision " in out and "  clip_text " in out
     assert main(["list", "presets"]) == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]}

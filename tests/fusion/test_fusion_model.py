@@ -67,10 +67,10 @@ def test_model_forward_backward_and_reload(fusion, processors, tmp_path):
     model = MultimodalModel(config)
     batch = synthetic_batch(processors, list(MODALITIES))
     out = model(batch)
-    assert out.logits.shape == (4, len(LABELS)) and out.loss is None  # models return outputs; the task, the loss
+    assert out.logits.shape == (4, len(LABELS))
     loss = task_loss(model, batch)
-    assert torch.isfinite(out.logits).all() and torch.isfinite(loss)
-    loss.backward()
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.loss) and torch.isfinite(loss)
+    out.loss.backward()
     for name in MODALITIES:  # every encoder learns through the fusion
         grads = [p.grad for p in model.encoders[name].parameters() if p.grad is not None]
         assert grads and any(g.abs().sum() > 0 for g in grads), f"{fusion}: no gradient reaches the {name} encoder"

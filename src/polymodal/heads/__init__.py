@@ -1,3 +1,11 @@
-from .classification import ClassificationHead, classification_loss, classification_loss_sum, probabilities
+from .classification import (
+    CLASSIFICATION_TERM,
+    ClassificationHead,
+    classification_loss,
+    classification_loss_sum,
+    classification_objective,
+    probabilities,
+)
 
-__all__ = ["ClassificationHead", "classification_loss", "classification_loss_sum", "probabilities"]
+__all__ = ["CLASSIFICATION_TERM", "ClassificationHead", "classification_loss", "classification_loss_sum",
+           "classification_objective", "probabilities"]

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..objectives.accumulation import LossTerm
 from ..registry import HEADS
 
 
@@ -55,6 +56,16 @@ def classification_loss_sum(logits: Tensor, labels: Tensor, task: str) -> tuple[
         return total, count
     per_label = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     return per_label.mean(dim=-1).sum(), count
+
+
+CLASSIFICATION_TERM = "classification"  # the loss_terms / loss_counts key of the one classification loss
+
+
+def classification_objective(logits: Tensor, labels: Tensor, task: str) -> tuple[Tensor, dict[str, LossTerm]]:
+    """The classification task's objective: (mean loss, {"classification": LossTerm(Σ loss, samples)}). The one
+    definition both the classifier's forward (when the batch has labels) and ``tasks.classification`` use."""
+    total, count = classification_loss_sum(logits, labels, task)
+    return total / max(count, 1), {CLASSIFICATION_TERM: LossTerm(total, float(count))}
 
 
 def probabilities(logits: Tensor, task: str) -> Tensor:

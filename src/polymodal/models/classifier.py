@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import ModelConfig, from_dict
 from ..fusion import build_fusion  # importing the package registers every fusion
-from ..heads import ClassificationHead
+from ..heads import ClassificationHead, classification_objective
 from ..peft import apply_finetune, is_adapter_dir
 from ..peft.adapters import attach_adapter, read_adapter
 from ..types import Batch, FusedOutput, ModalityOutput, ModelOutput
@@ -116,13 +116,14 @@ class MultimodalModel(nn.Module):
         return outputs
 
     def forward(self, batch: Batch) -> ModelOutput:
-        """Batch → ModelOutput(logits [B, L], fused, modality_outputs). No loss: the classification task computes
-        it from the logits (tasks/classification.py), as for every model."""
-        return self.forward_encoded(self.encode_raw(batch))
+        """Batch → ModelOutput(logits [B, L], fused, modality_outputs). When the batch carries labels the output
+        also holds the classification objective's loss (as a Hugging Face model does when given labels), so
+        ``model(batch).loss.backward()`` works in a hand-written loop; the objective is the task's
+        (``heads.classification_objective``, what ``tasks.classification`` trains with)."""
+        return self.forward_encoded(self.encode_raw(batch), batch.labels)
 
     def forward_encoded(self, raw_outputs: dict[str, ModalityOutput], labels: torch.Tensor | None = None) -> ModelOutput:
-        """projection → fusion → head from encoder outputs (e.g. cached ones: training/feature_cache.py).
-        ``labels`` is accepted for old callers and unused: the loss is the task's."""
+        """projection → fusion → head from encoder outputs (e.g. cached ones: training/feature_cache.py)."""
         outputs = self.project(raw_outputs)
         if not outputs:
             raise ValueError(f"batch has none of the model's modalities {self.modality_names}")
@@ -131,7 +132,8 @@ class MultimodalModel(nn.Module):
         else:
             fused = self.fusion(outputs)
             logits = self.head(fused.pooled)
-        return ModelOutput(logits=logits, loss=None, fused=fused, modality_outputs=outputs)
+        loss, terms = (None, {}) if labels is None else classification_objective(logits, labels, self.task)
+        return ModelOutput(logits=logits, loss=loss, fused=fused, modality_outputs=outputs, loss_terms=terms)
 
     def _late_logits(self, outputs: dict[str, ModalityOutput]) -> torch.Tensor:
         total, count = 0.0, 0.0

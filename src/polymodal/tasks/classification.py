@@ -3,7 +3,7 @@
 Model: encoders → projections → fusion → head (``models.MultimodalModel``; late fusion is one head per modality,
 averaged). Objective: cross-entropy (multiclass), BCE-with-logits (binary, multilabel) on the head's logits, summed
 over samples with their count so accumulated micro-batches weigh by their share of the step
-(``heads.classification_loss_sum``). Validation: accuracy, macro / weighted F1, ROC-AUC, loss. Test: the full
+(``heads.classification_objective``; the classifier's forward adds the same loss when the batch has labels). Validation: accuracy, macro / weighted F1, ROC-AUC, loss. Test: the full
 classification report. Saved: the model section, the data section (so ``polymodal eval MODEL_DIR`` finds the test
 split) and the finetune section.
 """
@@ -18,14 +18,13 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..heads import classification_loss_sum, probabilities
+from ..heads import CLASSIFICATION_TERM, classification_objective, probabilities
 from ..models.classifier import MultimodalModel
-from ..objectives.accumulation import LossTerm
 from ..registry import TASKS
 from .base import PreparedData, Task
 from .predictions import Prediction, PredictionError, given_modalities
 
-LOSS_KEY = "classification"  # the loss_terms / loss_counts key of the one classification loss
+LOSS_KEY = CLASSIFICATION_TERM  # the loss_terms / loss_counts key of the one classification loss
 
 
 def head_task(model: nn.Module) -> str:
@@ -79,13 +78,11 @@ class ClassificationTask(Task):
     def training_output(self, model: nn.Module, output: Any, batch: Any) -> Any:
         """Cross-entropy / BCE of the logits against ``batch.labels`` (``loss`` = mean, ``loss_terms`` = sum +
         count). A training wrapper that computes its own loss (distillation) keeps it."""
-        if output.loss is not None:
+        if output.loss is not None:  # the classifier added it (labels in the batch), or a wrapper's own loss
             return output
         if batch.labels is None:
             raise ValueError("the model returned no loss for a training batch: does the data have labels?")
-        total, count = classification_loss_sum(output.logits, batch.labels, head_task(model))
-        output.loss_terms = {LOSS_KEY: LossTerm(total, float(count))}
-        output.loss = total / max(count, 1)
+        output.loss, output.loss_terms = classification_objective(output.logits, batch.labels, head_task(model))
         return output
 
     def loss_counts(self, model: nn.Module, batch: Any) -> dict[str, float]:
