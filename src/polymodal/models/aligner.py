@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ..config import AlignmentConfig, ConfigError, ModalityConfig, ObjectiveConfig, from_dict
@@ -40,6 +39,7 @@ from .persistence import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     ModelDirectoryError,
+    load_weights,
     read_model_config,
     resolve_saved_paths,
     save_hf_artifacts,
@@ -412,15 +412,7 @@ class AlignmentModel(nn.Module):
         model = cls(config, load_pretrained_weights=False)
         if payload.get("finetune"):
             apply_finetune(model, payload["finetune"])  # rebuild adapters / prompts before loading weights
-        state = load_file(str(weights_path), device=map_location)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches raise even with strict=False
-            raise ValueError(f"{weights_path} does not match the config: {err}") from err
-        if missing or unexpected:
-            raise ValueError(
-                f"{weights_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
+        load_weights(model, weights_path, map_location)
         # Models saved while the cap was a clamp in forward may hold a logit_scale above it; forward used the
         # capped value, so projecting reproduces their outputs.
         model.clamp_parameters()

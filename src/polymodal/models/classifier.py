@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from ..config import ModelConfig, from_dict
@@ -29,6 +28,7 @@ from .persistence import (
     ModelDirectoryError,
     atomic_save_safetensors,  # noqa: F401 (re-exported)
     atomic_write_text,  # noqa: F401 (re-exported)
+    load_weights,
     read_model_config,
     resolve_saved_paths,
     save_hf_artifacts,
@@ -195,15 +195,7 @@ class MultimodalModel(nn.Module):
         model = cls(config, load_pretrained_weights=False)
         if payload.get("finetune"):
             apply_finetune(model, payload["finetune"])  # rebuild adapters / prompts before loading weights
-        state = load_file(str(weights_path), device=map_location)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches raise even with strict=False
-            raise ValueError(f"{weights_path} does not match the config: {err}") from err
-        if missing or unexpected:
-            raise ValueError(
-                f"{weights_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
+        load_weights(model, weights_path, map_location)
         model.data_config = payload.get("data")
         model.pretrained_dir = str(directory)
         model.eval()

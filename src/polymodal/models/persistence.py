@@ -94,6 +94,21 @@ def write_model_dir(directory: str | os.PathLike, task: str, model_section: Any,
     return directory
 
 
+def load_weights(model: Any, weights_path: Path, map_location: str = "cpu") -> None:
+    """Load model.safetensors into ``model`` strictly. Raises ValueError naming the file when its tensors do not
+    match the model the config describes (missing / unexpected keys, or a shape mismatch)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(weights_path), device=map_location)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches raise even with strict=False
+        raise ValueError(f"{weights_path} does not match the config: {err}") from err
+    if missing or unexpected:
+        raise ValueError(f"{weights_path} does not match the config: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}")
+
+
 def resolve_saved_paths(modalities: dict, directory: Path) -> dict:
     """Modality configs whose ``pretrained`` is relative to the directory (``hf/<name>``) made absolute."""
     resolved = dict(modalities)
@@ -122,5 +137,5 @@ def save_hf_artifacts(modalities: dict, encoders, processors: dict, directory: P
 
 
 __all__ = ["CONFIG_NAME", "HF_DIR", "LEGACY_ARCHITECTURES", "WEIGHTS_NAME", "ModelDirectoryError",
-           "atomic_save_safetensors", "atomic_write_text", "read_model_config", "resolve_saved_paths",
+           "atomic_save_safetensors", "atomic_write_text", "load_weights", "read_model_config", "resolve_saved_paths",
            "save_hf_artifacts", "saved_task", "write_model_dir"]
