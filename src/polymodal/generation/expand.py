@@ -45,59 +45,84 @@ def expand_placeholders(input_ids: Tensor, attention_mask: Tensor, labels: Tenso
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    batch, _, width = text_embeds.shape
-    cursor = dict.fromkeys(features, 0)
-    placeholder_ids = torch.tensor(sorted(features), dtype=input_ids.dtype, device=input_ids.device)
-    sequences, label_rows, id_rows = [], [], []
-    for b in range(batch):
-        real = attention_mask[b].bool()
-        row_ids, row_embeds = input_ids[b][real], text_embeds[b][real]
-        row_labels = labels[b][real] if labels is not None else None
-        is_placeholder = torch.isin(row_ids, placeholder_ids)
-        pieces, piece_labels, piece_ids, start = [], [], [], 0
-        for pos in is_placeholder.nonzero().flatten().tolist():
-            token = int(row_ids[pos])
-            k = cursor[token]
-            found = features[token]
-            if k >= found.tokens.shape[0]:
-                who = f"sample {ids[b]}" if ids else f"sample {b}"
-                raise DataError(f"{who}: more placeholders (token id {token}) than the {found.tokens.shape[0]} "
-                                f"attachment(s) given for the batch; each placeholder needs one attachment")
-            cursor[token] = k + 1
-            attachment = found.tokens[k][found.mask[k]].to(row_embeds.dtype)
-            pieces += [row_embeds[start:pos], attachment]
-            piece_ids += [row_ids[start:pos], row_ids.new_full((attachment.shape[0],), token)]
-            if row_labels is not None:
-                piece_labels += [row_labels[start:pos], row_labels.new_full((attachment.shape[0],), IGNORE_INDEX)]
-            start = pos + 1
-        pieces.append(row_embeds[start:])
-        sequences.append(torch.cat(pieces))
-        piece_ids.append(row_ids[start:])
-        id_rows.append(torch.cat(piece_ids))
-        if row_labels is not None:
-            piece_labels.append(row_labels[start:])
-            label_rows.append(torch.cat(piece_labels))
-    leftover = {token: found.tokens.shape[0] - cursor[token] for token, found in features.items()
-                if cursor[token] != found.tokens.shape[0]}
-    if leftover:
-        raise DataError(f"{sum(leftover.values())} attachment(s) have no placeholder in the batch's text "
-                        f"(placeholder token ids {sorted(leftover)}); put one placeholder per attachment in the prompt")
-    length = max(seq.shape[0] for seq in sequences)
-    embeds = text_embeds.new_zeros(batch, length, width)
-    mask = attention_mask.new_zeros(batch, length)
-    out_ids = input_ids.new_full((batch, length), pad_id)
-    out_labels = None if labels is None else labels.new_full((batch, length), IGNORE_INDEX)
-    for b, seq in enumerate(sequences):
-        n = seq.shape[0]
-        window = slice(length - n, length) if padding_side == "left" else slice(0, n)
-        embeds[b, window] = seq  # writes into a fresh tensor keep the graph to text and connector embeddings
-        mask[b, window] = 1
-        out_ids[b, window] = id_rows[b]
-        if out_labels is not None:
-            out_labels[b, window] = label_rows[b]
+    # Vectorised over the batch: every output position is gathered from one flat source (text embeddings, then
+    # each modality's connector tokens, then a zero row for padding). A per-sample loop of slices and
+    # concatenations costs O(B) kernels forward and, worse, O(B²·L·D) backward (each row's select materialises
+    # a gradient the size of the whole batch); one gather's backward is one index_add.
+    batch, length_in, width = text_embeds.shape
+    device = input_ids.device
+    real = attention_mask.bool()
+    tokens = sorted(features)
+    occurrences = {token: (input_ids == token) & real for token in tokens}  # [B, L] each
+    _check_counts(occurrences, features, ids, length_in)
+    sizes = real.long()  # positions each input token occupies after expansion: 1, or its attachment's real tokens
+    for token in tokens:
+        sizes[occurrences[token]] = features[token].mask.to(device=device, dtype=torch.bool).sum(1).to(sizes.dtype)
+    totals = sizes.sum(1)  # [B]
+    length = int(totals.max()) if batch else 0
+    starts = sizes.cumsum(1) - sizes  # [B, L] first output position of each input token
+    if padding_side == "left":
+        starts = starts + (length - totals).unsqueeze(1)
+    rows = torch.arange(batch, device=device).unsqueeze(1) * length  # [B, 1] flat offset of each output row
+    text = real.clone()
+    for token in tokens:
+        text &= ~occurrences[token]
+    dest = [(rows + starts)[text]]
+    source = [torch.arange(batch * length_in, device=device).view(batch, length_in)[text]]
+    offset, source_embeds = batch * length_in, [text_embeds.reshape(-1, width)]
+    source_ids, source_labels = [input_ids.reshape(-1)], [] if labels is None else [labels.reshape(-1)]
+    for token in tokens:
+        found = features[token]
+        count, per = found.tokens.shape[:2]
+        keep = found.mask.to(device=device, dtype=torch.bool)  # [K, M]
+        host_b, host_i = occurrences[token].nonzero(as_tuple=True)  # [K]: attachment k fills placeholder k
+        first = (rows[:, 0][host_b] + starts[host_b, host_i]).unsqueeze(1)  # [K, 1]
+        dest.append((first + keep.long().cumsum(1) - 1)[keep])
+        source.append((offset + torch.arange(count * per, device=device).view(count, per))[keep])
+        source_embeds.append(found.tokens.reshape(-1, width).to(text_embeds.dtype))
+        source_ids.append(input_ids.new_full((count * per,), token))
+        if labels is not None:
+            source_labels.append(labels.new_full((count * per,), IGNORE_INDEX))
+        offset += count * per
+    # padding gathers the extra last row: zero embedding, pad id, no label
+    index = torch.full((batch * length,), offset, dtype=torch.long, device=device)
+    index[torch.cat(dest)] = torch.cat(source)
+    padded = index == offset
+    embeds = torch.cat([*source_embeds, text_embeds.new_zeros(1, width)]).index_select(0, index)
+    out_ids = torch.cat([*source_ids, input_ids.new_full((1,), pad_id)])[index]
+    out_labels = None
+    if labels is not None:
+        out_labels = torch.cat([*source_labels, labels.new_full((1,), IGNORE_INDEX)])[index].view(batch, length)
+    mask = (~padded).to(attention_mask.dtype).view(batch, length)
+    embeds, out_ids = embeds.view(batch, length, width), out_ids.view(batch, length)
     positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
     return Expanded(inputs_embeds=embeds, attention_mask=mask, labels=out_labels, position_ids=positions,
                     input_ids=out_ids)
+
+
+def _check_counts(occurrences: dict[int, Tensor], features: dict[int, ConnectorOutput], ids: list[str] | None,
+                  length: int) -> None:
+    """DataError when a placeholder token occurs more or fewer times (real positions) than it has attachments.
+
+    Too many: the sample of the first placeholder, in batch then text order, that finds no attachment left.
+    """
+    overflow = []
+    for token, occurs in occurrences.items():
+        given = features[token].tokens.shape[0]
+        if int(occurs.sum()) > given:
+            where = int(occurs.flatten().nonzero()[given])  # the first placeholder without an attachment
+            overflow.append((where, token, given))
+    if overflow:
+        where, token, given = min(overflow)
+        b = where // length
+        who = f"sample {ids[b]}" if ids else f"sample {b}"
+        raise DataError(f"{who}: more placeholders (token id {token}) than the {given} attachment(s) given for the "
+                        f"batch; each placeholder needs one attachment")
+    leftover = {token: features[token].tokens.shape[0] - int(occurs.sum()) for token, occurs in occurrences.items()}
+    leftover = {token: n for token, n in leftover.items() if n}
+    if leftover:
+        raise DataError(f"{sum(leftover.values())} attachment(s) have no placeholder in the batch's text "
+                        f"(placeholder token ids {sorted(leftover)}); put one placeholder per attachment in the prompt")
 
 
 def token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -106,9 +131,12 @@ def token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     logits [B, L, V], labels [B, L] with -100 = no loss; position t's logits predict the label at t + 1 (the
     standard causal-LM shift). The sum is in float32 whatever the logits' dtype. The count is a 0-d long tensor.
     """
-    targets = labels[:, 1:]
+    # shift the labels, not the logits (as transformers' ForCausalLMLoss): logits[:, :-1] is not contiguous, so
+    # flattening it would copy all B·L·V logits forward and scatter their gradient back; the last position of
+    # each row gets no label instead. Gradients are unchanged; the sum's rounding may differ in its last bit.
+    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     loss_sum = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
     )
     return loss_sum, (targets != IGNORE_INDEX).sum()
 
