@@ -12,8 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from polymodal.files import apply_plain_modes, create_temp_file, current_umask, make_temp_dir, plain_modes
-from polymodal.files import atomic_save_safetensors, atomic_write_text
+from polymodal.files import (
+    apply_plain_modes,
+    atomic_save_safetensors,
+    atomic_write_text,
+    create_temp_file,
+    current_umask,
+    make_temp_dir,
+    plain_modes,
+)
 from polymodal.training.checkpoint import atomic_directory
 
 UMASKS = [0o022, 0o077, 0o002]

@@ -14,8 +14,8 @@ import polymodal.fusion  # noqa: F401  (registers the fusions)
 from polymodal.config import ModelConfig, from_dict
 from polymodal.models import MultimodalModel
 from polymodal.registry import FUSIONS
-from polymodal.types import Batch
 from polymodal.tasks import task_loss
+from polymodal.types import Batch
 
 MODALITIES = {
     "image": {"kind": "image", "processor": {"image_size": 16, "channels": 3},

@@ -7,8 +7,8 @@ import torch
 
 from polymodal.config import ModelConfig, from_dict
 from polymodal.models import MultimodalModel
-from polymodal.types import Batch
 from polymodal.tasks import task_loss
+from polymodal.types import Batch
 
 IMAGE_VIT = {"kind": "image", "encoder": "image_vit", "processor": {"image_size": 8, "channels": 1},
              "options": {"dim": 16, "depth": 1, "heads": 2, "patch_size": 2, "mlp_ratio": 2.0}}

@@ -294,3 +294,40 @@ def test_chat_reads_a_conversation_from_stdin(caption_run, scene_file, capsys, m
     monkeypatch.setattr("sys.stdin", io.StringIO("/video x.mp4\n"))
     assert main(["chat", summary["model_dir"]]) == 2
     assert "unknown command '/video'" in capsys.readouterr().err
+
+
+def test_scene_records_are_the_files_rows_in_memory(tmp_path):
+    from polymodal.data.builtin.generation_format import read_jsonl
+    from polymodal.data.builtin.scenes import build_scenes, scene_records
+
+    paths = build_scenes(tmp_path, sizes={"val": 4})
+    for task in ("caption", "vqa"):
+        rows = scene_records("val", task, 4)
+        written = read_jsonl(paths["val"][task])
+        assert [r["id"] for r in rows] == [r["id"] for r in written]
+        assert [r["messages"] for r in rows] == [r["messages"] for r in written]
+        for row, file_row in zip(rows, written):
+            assert np.array_equal(row["image"], np.asarray(Image.open(tmp_path / file_row["image"]).convert("RGB")))
+    with pytest.raises(ValueError, match="no 'chat' rows"):
+        scene_records("val", "chat", 2)
+
+
+def test_demo_recipes_are_valid_run_configs_and_baselines_score_what_they_say():
+    from polymodal.metrics.generation import cider_d
+    from polymodal.recipes.demos.generation import (
+        constant_caption_baseline,
+        demo_config,
+        majority_answer_baseline,
+    )
+
+    assert [demo_config(t, "out").task for t in ("caption", "vqa", "chat")] == ["captioning", "vqa", "chat"]
+    assert demo_config("chat", "out", quick=True).data.limit == 200
+    train = [{"answers": ["a red circle"]}, {"answers": ["a red circle"]}, {"answers": ["a blue square"]}]
+    test = [{"answers": ["a red circle", "one shape: a red circle"]}, {"answers": ["a green triangle"]}]
+    constant = constant_caption_baseline(train, test)
+    assert constant["caption"] == "a red circle"
+    expected = cider_d(["a red circle"] * 2, [r["answers"] for r in test]).value
+    assert constant["metrics"]["cider_d"] == pytest.approx(expected)
+    majority = majority_answer_baseline([{"answers": ["yes"]}, {"answers": ["no"]}, {"answers": ["no"]}],
+                                        [{"answers": ["no"]}, {"answers": ["yes"]}, {"answers": ["no"]}])
+    assert majority == {"answer": "no", "exact_match": pytest.approx(2 / 3)}

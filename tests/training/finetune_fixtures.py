@@ -6,8 +6,8 @@ import torch
 
 from polymodal.config import FusionConfig, HeadConfig, ModalityConfig, ModelConfig
 from polymodal.models import MultimodalModel
-from polymodal.types import Batch
 from polymodal.tasks import task_loss
+from polymodal.types import Batch
 
 LABELS = ["zero", "one", "two"]
 VOCAB = 40

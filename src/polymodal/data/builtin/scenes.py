@@ -279,7 +279,9 @@ def build_scenes(
 
 # The task names of the generation manifests (``generation_format.TASKS``) this set provides.
 SCENE_TASKS = ("caption", "vqa")
-DEFAULT_SIZES = {"train": 2000, "val": 300, "test": 300}
+# Scenes per split of the in-memory set the generation tasks train on (``data.name: scenes``; data.limit caps
+# them). Scenes are cheap to draw (~2 ms each) and a from-scratch model needs many to ground its answers.
+DEFAULT_SIZES = {"train": 6000, "val": 300, "test": 300}
 
 
 def scene_records(split: str, task: str, n_scenes: int | None = None, seed: int = 0,
