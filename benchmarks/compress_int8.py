@@ -120,13 +120,13 @@ def run(args, work: Path) -> tuple[list[dict], int]:
     import torch
 
     from polymodal.data import get_dataset
-    from polymodal.metrics.intervals import proportion_ci
     from polymodal.inference import load_model
     from polymodal.inference.compress import directory_bytes, quantize_dynamic_torch, quantize_int8
     from polymodal.inference.export import export_onnx
     from polymodal.inference.export.inputs import make_batch
     from polymodal.inference.export.parity import builtin_samples
     from polymodal.inference.export.runtime import OnnxModel
+    from polymodal.metrics.intervals import proportion_ci
 
     model_dir = Path(args.model) if args.model else train_small(work / "model")
     model, model_dir = load_model(model_dir)

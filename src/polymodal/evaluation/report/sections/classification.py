@@ -19,10 +19,10 @@ def _bootstrap_intervals(y_true: np.ndarray, probs: np.ndarray, task: str, optio
     (3/3 correct → [0.29, 1.0], not a zero-width bootstrap [1, 1]). Macro-F1, ROC-AUC, ECE: percentile bootstrap,
     all on the SAME resample indices (one seed), so they are mutually consistent; a degenerate bootstrap is
     flagged (``degenerate``, ``note``)."""
-    from ....metrics.classification import classification_report
     from ....metrics.bootstrap import macro_f1_for
-    from ...calibration import expected_calibration_error
+    from ....metrics.classification import classification_report
     from ....metrics.intervals import PROPORTION_CI, guarded_bootstrap_ci, proportion_ci
+    from ...calibration import expected_calibration_error
 
     result: dict[str, Any] = {"n_resamples": options.bootstrap, "confidence": options.confidence,
                               "seed": options.seed, "method": "percentile",
