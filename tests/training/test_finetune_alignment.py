@@ -310,7 +310,7 @@ def test_cached_and_uncached_alignment_training_give_the_same_losses(tmp_path, o
         gap = (a[key].double() - b[key].double()).abs()
         differ += int((gap > 1e-4 + 1e-4 * b[key].double().abs()).sum())
         total += gap.numel()
-        assert float(gap.max(initial=0.0)) <= 0.1, key
+        assert (float(gap.max()) if gap.numel() else 0.0) <= 0.1, key
     assert differ <= max(2, total // 1000), (differ, total)
 
 
