@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -49,7 +50,21 @@ def _entry(rank: int, world: int, port: int, fn, args) -> None:
 
 
 def spawn(fn, *args, world: int = 2, timeout: float = TIMEOUT_S) -> None:
-    """Run ``fn(rank, *args)`` on ``world`` gloo ranks; re-raise a rank's error; fail after ``timeout`` s."""
+    """Run ``fn(rank, *args)`` on ``world`` gloo ranks; re-raise a rank's error; fail after ``timeout`` s.
+
+    A rank that aborts with "terminate called without an active exception" (SIGABRT, seen in a few percent of
+    runs inside a long pytest session, not reproduced in 30 runs outside it; not yet explained) is retried once,
+    with a warning, so that the assertions run; every other failure — a kill, an exception, a hang — is raised."""
+    try:
+        _spawn_once(fn, args, world, timeout)
+    except mp.ProcessExitedException as err:
+        if getattr(err, "signal_name", None) != "SIGABRT":
+            raise
+        warnings.warn(f"a rank aborted (SIGABRT) in {getattr(fn, '__name__', fn)}; retrying once", stacklevel=2)
+        _spawn_once(fn, args, world, timeout)
+
+
+def _spawn_once(fn, args, world: int, timeout: float) -> None:
     context = mp.start_processes(_entry, args=(world, free_port(), fn, args), nprocs=world, join=False,
                                  start_method="spawn")
     deadline = time.monotonic() + timeout
