@@ -32,15 +32,15 @@ from ..objectives import OBJECTIVES, ModalitySpec, ObjectiveSetup, PairInputs
 from ..objectives.accumulation import LossTerm, combine, term_from_mean
 from ..objectives.distributed import world_info
 from ..objectives.masked_lm import PREPARED_KEYS
-from ..peft import apply_finetune, is_adapter_dir
+from ..peft import is_adapter_dir
 from ..peft.adapters import attach_adapter, read_adapter
 from ..types import Batch, ModalityOutput
 from .persistence import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     ModelDirectoryError,
-    load_weights,
     read_model_config,
+    rebuild_saved_model,
     resolve_saved_paths,
     save_hf_artifacts,
     write_model_dir,
@@ -404,21 +404,12 @@ class AlignmentModel(nn.Module):
         if payload["task"] != TASK:
             raise ModelDirectoryError(f"{config_path}: task is {payload['task']!r}, not {TASK!r}; load it with "
                                       "polymodal.tasks.load_model (or Predictor)")
-        config = from_dict(AlignmentConfig, payload["model"], "model")
-        config.modalities = resolve_saved_paths(config.modalities, directory)
-        from ..encoders.hf import load_time_trust  # local import, as for build_encoder
-
-        config.modalities = load_time_trust(config.modalities, config_path, trust_remote_code)
-        model = cls(config, load_pretrained_weights=False)
-        if payload.get("finetune"):
-            apply_finetune(model, payload["finetune"])  # rebuild adapters / prompts before loading weights
-        load_weights(model, weights_path, map_location)
+        model = rebuild_saved_model(cls, from_dict(AlignmentConfig, payload["model"], "model"), payload, directory,
+                                    map_location, trust_remote_code)
         # Models saved while the cap was a clamp in forward may hold a logit_scale above it; forward used the
         # capped value, so projecting reproduces their outputs.
         model.clamp_parameters()
         model.zeroshot = payload.get("zeroshot")
-        model.pretrained_dir = str(directory)
-        model.eval()
         return model
 
     def parameter_counts(self) -> dict[str, int | float]:

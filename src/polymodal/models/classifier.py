@@ -18,7 +18,7 @@ from torch import nn
 from ..config import ModelConfig, from_dict
 from ..fusion import build_fusion  # importing the package registers every fusion
 from ..heads import ClassificationHead, classification_objective
-from ..peft import apply_finetune, is_adapter_dir
+from ..peft import is_adapter_dir
 from ..peft.adapters import attach_adapter, read_adapter
 from ..types import Batch, FusedOutput, ModalityOutput, ModelOutput
 from .persistence import (
@@ -28,8 +28,8 @@ from .persistence import (
     ModelDirectoryError,
     atomic_save_safetensors,  # noqa: F401 (re-exported)
     atomic_write_text,  # noqa: F401 (re-exported)
-    load_weights,
     read_model_config,
+    rebuild_saved_model,
     resolve_saved_paths,
     save_hf_artifacts,
     write_model_dir,
@@ -187,18 +187,9 @@ class MultimodalModel(nn.Module):
             kind = "an ensemble" if payload.get("kind") == "ensemble" else f"a {payload['task']} model"
             raise ModelDirectoryError(f"{config_path}: {kind}, not a single classifier; load it with "
                                       "polymodal.tasks.load_model (or Predictor)")
-        config = from_dict(ModelConfig, payload["model"], "model")
-        config.modalities = resolve_saved_paths(config.modalities, directory)
-        from ..encoders.hf import load_time_trust  # local import, as for build_encoder
-
-        config.modalities = load_time_trust(config.modalities, config_path, trust_remote_code)
-        model = cls(config, load_pretrained_weights=False)
-        if payload.get("finetune"):
-            apply_finetune(model, payload["finetune"])  # rebuild adapters / prompts before loading weights
-        load_weights(model, weights_path, map_location)
+        model = rebuild_saved_model(cls, from_dict(ModelConfig, payload["model"], "model"), payload, directory,
+                                    map_location, trust_remote_code)
         model.data_config = payload.get("data")
-        model.pretrained_dir = str(directory)
-        model.eval()
         return model
 
     # ------------------------------------------------------------------------------------------ accounting

@@ -109,6 +109,25 @@ def load_weights(model: Any, weights_path: Path, map_location: str = "cpu") -> N
                          f"{unexpected[:5]}")
 
 
+def rebuild_saved_model(cls: Any, config: Any, payload: dict[str, Any], directory: Path, map_location: str = "cpu",
+                        trust_remote_code: bool = False) -> Any:
+    """``cls(config)`` as saved in ``directory``: HF encoder paths resolved against it, trust decided by the
+    caller's argument only (``encoders.hf.load_time_trust``: a value saved in config.json is ignored), the saved
+    finetune section re-applied (adapters / prompts exist before the weights load), the weights loaded strictly
+    (:func:`load_weights`). The model is returned in eval mode; the class sets its own extra attributes."""
+    from ..encoders.hf import load_time_trust  # heavy HF modules: imported when a model is actually loaded
+    from ..peft import apply_finetune
+
+    config.modalities = resolve_saved_paths(config.modalities, directory)
+    config.modalities = load_time_trust(config.modalities, directory / CONFIG_NAME, trust_remote_code)
+    model = cls(config, load_pretrained_weights=False)
+    if payload.get("finetune"):
+        apply_finetune(model, payload["finetune"])
+    load_weights(model, directory / WEIGHTS_NAME, map_location)
+    model.pretrained_dir = str(directory)
+    return model.eval()
+
+
 def resolve_saved_paths(modalities: dict, directory: Path) -> dict:
     """Modality configs whose ``pretrained`` is relative to the directory (``hf/<name>``) made absolute."""
     resolved = dict(modalities)
@@ -137,5 +156,5 @@ def save_hf_artifacts(modalities: dict, encoders, processors: dict, directory: P
 
 
 __all__ = ["CONFIG_NAME", "HF_DIR", "LEGACY_ARCHITECTURES", "WEIGHTS_NAME", "ModelDirectoryError",
-           "atomic_save_safetensors", "atomic_write_text", "load_weights", "read_model_config", "resolve_saved_paths",
+           "atomic_save_safetensors", "atomic_write_text", "load_weights", "read_model_config", "rebuild_saved_model", "resolve_saved_paths",
            "save_hf_artifacts", "saved_task", "write_model_dir"]
