@@ -35,6 +35,7 @@ from ..objectives.masked_lm import PREPARED_KEYS
 from ..peft import is_adapter_dir
 from ..peft.adapters import attach_adapter, read_adapter
 from ..types import Batch, ModalityOutput
+from .base import ModalityModelMixin
 from .persistence import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -137,7 +138,7 @@ def _select_rows(out: ModalityOutput, index: Tensor) -> ModalityOutput:
                           present=out.present[index])
 
 
-class AlignmentModel(nn.Module):
+class AlignmentModel(ModalityModelMixin, nn.Module):
     task_name = TASK  # the task this model belongs to (polymodal.tasks), recorded when saved
     # A feature cache hands forward_encoded the whole batch (labels, presence, the inputs objectives read).
     forward_encoded_reads_batch = True
@@ -361,17 +362,6 @@ class AlignmentModel(nn.Module):
         pooled vectors (contrastive objectives read pooled embeddings alone)."""
         return any(objective.reads_tokens for objective in self.objectives)
 
-    # ------------------------------------------------------------------------------------------ processors
-
-    @property
-    def processors(self) -> dict[str, Any]:
-        """Per-modality processors that turn raw inputs into this model's Batch tensors."""
-        if self._processors is None:
-            from ..data.processors import build_processors
-
-            self._processors = build_processors(self.config.modalities)
-        return self._processors
-
     # ------------------------------------------------------------------------------------------ save / load
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -412,10 +402,6 @@ class AlignmentModel(nn.Module):
         model.zeroshot = payload.get("zeroshot")
         return model
 
-    def parameter_counts(self) -> dict[str, int | float]:
-        total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return {"total": total, "trainable": trainable, "trainable_share": trainable / max(total, 1)}
 
 
 def load_alignment_adapter(directory: str | os.PathLike, base_dir: str | os.PathLike | None = None,

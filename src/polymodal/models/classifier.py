@@ -21,6 +21,7 @@ from ..heads import ClassificationHead, classification_objective
 from ..peft import is_adapter_dir
 from ..peft.adapters import attach_adapter, read_adapter
 from ..types import Batch, FusedOutput, ModalityOutput, ModelOutput
+from .base import ModalityModelMixin
 from .persistence import (
     CONFIG_NAME,
     HF_DIR,  # noqa: F401 (re-exported)
@@ -38,7 +39,7 @@ from .persistence import (
 TASK = "classification"  # the task a saved classifier records (config.json "task")
 
 
-class MultimodalModel(nn.Module):
+class MultimodalModel(ModalityModelMixin, nn.Module):
     task_name = TASK  # the task this model belongs to (polymodal.tasks), recorded when saved
 
     def __init__(self, config: ModelConfig, load_pretrained_weights: bool = True):
@@ -143,17 +144,6 @@ class MultimodalModel(nn.Module):
             count = count + weight
         return total / torch.as_tensor(count).clamp_min(1.0)
 
-    # ------------------------------------------------------------------------------------------ processors
-
-    @property
-    def processors(self) -> dict[str, Any]:
-        """Per-modality processors that turn raw inputs into this model's Batch tensors."""
-        if self._processors is None:
-            from ..data import build_processors
-
-            self._processors = build_processors(self.config.modalities)
-        return self._processors
-
     # ------------------------------------------------------------------------------------------ save / load
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -192,12 +182,6 @@ class MultimodalModel(nn.Module):
         model.data_config = payload.get("data")
         return model
 
-    # ------------------------------------------------------------------------------------------ accounting
-
-    def parameter_counts(self) -> dict[str, int | float]:
-        total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return {"total": total, "trainable": trainable, "trainable_share": trainable / max(total, 1)}
 
 
 def load_adapter(directory: str | os.PathLike, base_dir: str | os.PathLike | None = None,
