@@ -52,16 +52,18 @@ def _entry(rank: int, world: int, port: int, fn, args) -> None:
 def spawn(fn, *args, world: int = 2, timeout: float = TIMEOUT_S) -> None:
     """Run ``fn(rank, *args)`` on ``world`` gloo ranks; re-raise a rank's error; fail after ``timeout`` s.
 
-    A rank that aborts with "terminate called without an active exception" (SIGABRT, seen in a few percent of
-    runs inside a long pytest session, not reproduced in 30 runs outside it; not yet explained) is retried once,
-    with a warning, so that the assertions run; every other failure — a kill, an exception, a hang — is raised."""
-    try:
-        _spawn_once(fn, args, world, timeout)
-    except mp.ProcessExitedException as err:
-        if getattr(err, "signal_name", None) != "SIGABRT":
-            raise
-        warnings.warn(f"a rank aborted (SIGABRT) in {getattr(fn, '__name__', fn)}; retrying once", stacklevel=2)
-        _spawn_once(fn, args, world, timeout)
+    A rank that aborts with "terminate called without an active exception" (a C++ abort, SIGABRT, early in a run,
+    seen in several percent of spawns inside the full pytest session, in 0 of 30 outside it; not yet explained)
+    is retried, up to two more times, with a warning each time, so that the assertions run; every other failure
+    — a kill, an exception, a hang — is raised at once."""
+    for attempt in range(3):
+        try:
+            _spawn_once(fn, args, world, timeout)
+            return
+        except mp.ProcessExitedException as err:
+            if getattr(err, "signal_name", None) != "SIGABRT" or attempt == 2:
+                raise
+            warnings.warn(f"a rank aborted (SIGABRT) in {getattr(fn, '__name__', fn)}; retrying", stacklevel=2)
 
 
 def _spawn_once(fn, args, world: int, timeout: float) -> None:
