@@ -169,7 +169,8 @@ DEFAULT_ATTACHMENTS = {"captioning": ("image",), "vqa": ("image",), "transcripti
 def check_generation_model(config: Any) -> None:
     """Run after parsing a generation task's config: the task's default attachments when ``model.modalities`` is
     empty, the tiny encoder preset of kind ``name`` for an ``image`` / ``audio`` / ``text`` attachment without
-    ``encoder``, default placeholders; ConfigError for LoRA with stage 1 and for a ``finetune`` section."""
+    ``encoder``, default placeholders; ConfigError for LoRA with stage 1 and for a ``finetune`` section that sets
+    more than the feature cache (``cache_features``, ``cache_dir``)."""
     model: GenerationModelConfig = config.model
     if not model.modalities:
         model.modalities = {name: AttachmentConfig() for name in DEFAULT_ATTACHMENTS.get(config.task, ("image",))}
@@ -184,8 +185,19 @@ def check_generation_model(config: Any) -> None:
         raise ConfigError("model.lora: LoRA trains the decoder, which stage 1 freezes; set model.stage: 2 or drop "
                           "model.lora")
     if config.finetune is not None:
-        raise ConfigError(f"finetune: task {config.task!r} is trained in stages; use model.stage (1 = connectors "
-                          "only, 2 = + decoder) and model.lora instead of the finetune section")
+        import dataclasses
+
+        from .finetune import FinetuneConfig, parse_finetune_config
+
+        # Only the feature-cache keys apply: what trains is model.stage / model.lora / freeze_encoder.
+        cache_keys = ("cache_features", "cache_dir")
+        given = parse_finetune_config(config.finetune)
+        other = [f.name for f in dataclasses.fields(FinetuneConfig)
+                 if f.name not in cache_keys and getattr(given, f.name) != getattr(FinetuneConfig(), f.name)]
+        if other:
+            raise ConfigError(f"finetune.{other[0]}: task {config.task!r} is trained in stages; use model.stage "
+                              "(1 = connectors only, 2 = + decoder) and model.lora instead (the finetune section "
+                              "of a generation task takes only cache_features and cache_dir)")
 
 
 __all__ = ["DEFAULT_ATTACHMENTS", "GENERATION_TASKS", "AttachmentConfig", "DecoderConfig", "GenerateConfig", "GenerationModelConfig",

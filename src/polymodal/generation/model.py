@@ -75,15 +75,16 @@ class VisionLanguageModel(nn.Module):
     ``encoder(inputs, present)``, returns ModalityOutput) or any other module, called ``encoder(**inputs)`` and
     returning tokens [K, N, D], a (tokens, mask) pair or an output with ``last_hidden_state``. Attachment inputs
     may instead carry cached encoder outputs, ``{"encoded_tokens": [K, N, D], "encoded_mask": [K, N]}``, which
-    skip the encoder (stage-1 feature caches). Build with :meth:`build`; reload with :meth:`from_pretrained`.
+    skip the encoder (the feature cache of frozen encoders, ``training.generation_cache``). Build with
+    :meth:`build`; reload with :meth:`from_pretrained`.
     """
 
     # The task a saved directory records (``tasks.generation``): a plain model answers conversations; the task
     # that builds or loads one sets its own name (captioning, vqa, transcription, chat) on the instance.
     task_name = "chat"
-    # The classification feature cache (training.cached_training) does not know GenerationBatch; stage 1 caches
-    # through ``encoded_tokens`` attachment inputs instead.
-    supports_feature_cache = False
+    # The feature cache of this model is per attachment (training.generation_cache): cached samples carry
+    # ``encoded_tokens`` attachment inputs; the classification cache (training.feature_cache) does not apply.
+    caches_attachments = True
 
     def __init__(self, config: VLMConfig, decoder: nn.Module, tokenizer: Any, encoders: dict[str, nn.Module],
                  connectors: dict[str, Connector]):
@@ -216,6 +217,24 @@ class VisionLanguageModel(nn.Module):
         self.decoder = merge_lora(self.decoder)
         return self
 
+    def cache_blockers(self, modality: str) -> str | None:
+        """Why the encoder outputs of ``modality`` cannot be cached for training (None: they can): no encoder, an
+        encoder that trains, or one that would run in training mode (dropout / BatchNorm) during training."""
+        if modality not in self.encoders:
+            return f"attachment {modality!r} has no encoder (its inputs are already encoder outputs)"
+        encoder = self.encoders[modality]
+        if any(p.requires_grad for p in encoder.parameters()):
+            return (f"encoder {modality!r} trains (model.modalities.{modality}.freeze_encoder is false and "
+                    "model.stage is 2): its outputs change every step")
+        # model.train() keeps only registered frozen parts in eval mode; an encoder frozen by hand would go back to
+        # training mode, and its dropout / BatchNorm would vary from epoch to epoch.
+        stochastic = (nn.Dropout, nn.modules.batchnorm._BatchNorm)
+        if f"encoders.{modality}" not in self._frozen and any(
+                isinstance(m, stochastic) and getattr(m, "p", 1.0) != 0 for m in encoder.modules()):
+            return (f"encoder {modality!r} has no trainable weight but runs in training mode (dropout / "
+                    "BatchNorm vary); freeze it with freeze_encoder or model.stage 1")
+        return None
+
     def parameter_counts(self) -> dict[str, int]:
         count = lambda ps: sum(p.numel() for p in ps)  # noqa: E731
         return {"total": count(self.parameters()), "trainable": count(p for p in self.parameters() if p.requires_grad),
@@ -234,10 +253,12 @@ class VisionLanguageModel(nn.Module):
         else:
             if modality not in self.encoders:
                 raise DataError(f"{modality!r} attachments need an encoder or cached '{ENCODED_TOKENS}'")
-            tokens, mask = self._run_encoder(modality, inputs)
+            tokens, mask = self.encoder_outputs(modality, inputs)
         return self.connectors[modality](tokens, mask)
 
-    def _run_encoder(self, modality: str, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    def encoder_outputs(self, modality: str, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """K attachments' processed inputs {key: [K, ...]} → the encoder's (tokens [K, N, D_enc], mask [K, N] bool or
+        None = every token real); what the feature cache stores. Without gradients when the encoder is frozen."""
         from ..encoders.base import Encoder
 
         encoder = self.encoders[modality]

@@ -124,5 +124,8 @@ def apply_finetune_section(model, config: RunConfig) -> dict[str, Any] | None:
     from ..peft import apply_finetune, parameter_summary
 
     finetune = getattr(config, "finetune", None)
+    # A generation model trains in stages (model.stage); its finetune section sets only the feature cache.
+    if getattr(model, "caches_attachments", False):
+        finetune = None
     summary = parameter_summary(model) if finetune is None else apply_finetune(model, finetune)
     return jsonable(summary.to_dict())

@@ -11,6 +11,9 @@ cached, the train loader reads the cache alone (no raw data is touched), and so 
 model's validation reads processed inputs (``model.validates_on_inputs``: the aligner's instance-level
 retrieval groups identical inputs) — its raw batches then still skip the cached encoders.
 
+A vision-language model (``caches_attachments``: the generation tasks) has its own, per-attachment cache
+(:mod:`.generation_cache`): its samples carry the cached encoder outputs and the model is not wrapped.
+
 The wrapped model is the real model: ``save_pretrained`` (the Trainer's best model) writes the full model,
 encoders included, which loads and predicts on raw inputs like any other.
 
@@ -55,7 +58,11 @@ def cached_training_setup(
     CachedFeatureModel over ``model``, the train/val loaders read the cache when every modality is cached, and
     ``report`` (for metrics.json) says per split and modality: hit / miss / stale, why, samples, bytes, seconds.
     """
-    if not getattr(model, "supports_feature_cache", True):  # e.g. a vision-language model (its own batches)
+    if getattr(model, "caches_attachments", False):  # a vision-language model: its cache is per attachment
+        from .generation_cache import generation_cache_setup
+
+        return generation_cache_setup(model, loaders, config, run_dir, verbose)
+    if not getattr(model, "supports_feature_cache", True):  # a model that declines any cache
         return model, loaders, None
     cfg = parse_finetune_config(getattr(config, "finetune", None))
     if cfg.cache_features == "off":

@@ -68,15 +68,20 @@ def _tensor_bytes(tensor: Tensor) -> bytes:
     return header + tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else header
 
 
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's state dict (every weight and buffer, by name, with dtype and shape)."""
+    weights = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(_tensor_bytes(tensor))
+    return weights.hexdigest()
+
+
 def encoder_fingerprint(model: nn.Module, modality: str) -> dict[str, str]:
     """Hashes of what determines one encoder's outputs: class + encoder config, weights + buffers, processor."""
     encoder = model.encoders[modality]
     mcfg = config_to_dict(model.config.modalities[modality])
     processor_cfg = mcfg.pop("processor", {})
-    weights = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(_tensor_bytes(tensor))
     # Facts an encoder resolves from files beyond its config (an HF checkpoint's declared pooling): only encoders
     # that have them add the key, so other encoders keep their cache keys.
     facts = getattr(encoder, "cache_facts", None)
@@ -84,7 +89,7 @@ def encoder_fingerprint(model: nn.Module, modality: str) -> dict[str, str]:
         mcfg["resolved"] = facts
     return {
         "config": _sha(json.dumps({"class": type(encoder).__qualname__, **mcfg}, sort_keys=True, default=str)),
-        "weights": weights.hexdigest(),
+        "weights": weights_digest(encoder),
         "processor": _sha(json.dumps(processor_cfg, sort_keys=True, default=str)),
     }
 
@@ -422,4 +427,5 @@ __all__ = [
     "data_fingerprint",
     "encoder_fingerprint",
     "resolve_store",
+    "weights_digest",
 ]
