@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
         "eval",
         help="evaluation report of a trained model (quality + CIs, efficiency, robustness), or compare two runs",
         description="Evaluate a model on a split of the data set it was trained on (default test) or on a manifest. "
-        "Writes metrics.json (classification report), predictions.json and report.json / report.md / "
+        "Writes metrics.json (classification report; generation tasks: their metrics with CIs), predictions.json "
+        "and report.json / report.md / "
         "report.html (plots embedded): quality with bootstrap 95% CIs, calibration, efficiency (params, "
         "FLOPs, latency, throughput, memory, size) and robustness (modality ablations, corruptions). "
         "--compare RUN_A RUN_B runs a paired bootstrap on the samples both were evaluated on.",
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return _compare(args)
     if not args.model:
         raise ValueError("eval needs a run or model directory (or --compare RUN_A RUN_B)")
-    from ..evaluation.report import ReportOptions, headline_rows, interval_notes
+    from ..evaluation.report import ReportOptions, headline_rows, interval_notes, kind_for_report
     from ..metrics.classification import format_report_table
     from ..recipes.evaluate import evaluate_path
 
@@ -80,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:>14s}  {value:.4f}{ci}")
     for note in interval_notes(report):  # how the CIs were made; zero-width ones are flagged, not shown as real
         print(f"note: {note}")
+    kind = kind_for_report(report)
+    for line in kind.console(report) if kind is not None else []:  # the kind's own lines (generation: per type)
+        print(line)
     eff = report.get("efficiency")
     if eff:
         print(f"efficiency: {eff['params']['total']:,} params, {eff['flops_per_sample']:,} FLOPs/sample, "

@@ -20,7 +20,9 @@ def add_parser(sub) -> None:
         "with --image/--audio/--text, or --input NAME=VALUE for custom modality names; or a whole manifest with "
         "--data ROWS.jsonl|csv --out PREDICTIONS.jsonl (one JSON line per row: its id + the prediction; labels not "
         "needed). An alignment model gives a zero-shot label for image / audio inputs: the closest of the class "
-        "names saved with it (--classes to choose others), or with --embed its embeddings.",
+        "names saved with it (--classes to choose others), or with --embed its embeddings. A generation model "
+        "(captioning, vqa, transcription, chat) answers --text (the prompt) about --image / --audio, or every row of "
+        "a generation manifest (messages or prompt + image / audio paths) with the generated text.",
     )
     pred.add_argument("model", help="model directory (or run directory); with --backend onnx an export directory")
     pred.add_argument("--backend", choices=["torch", "onnx"], default="torch",
@@ -108,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     prediction = predictor.predict(sample)
     if args.json:
         print(json.dumps(prediction.to_dict(), indent=2, allow_nan=False))
+        return 0
+    if getattr(predictor, "generates", False):  # --text is the prompt; the answer is text, not a label
+        print(prediction.text)
         return 0
     label = prediction.label if isinstance(prediction.label, str) else ", ".join(prediction.label) or "(none)"
     how = "zero-shot from" if predictor.task_name == "alignment" else "from"

@@ -43,7 +43,8 @@ def add_parser(sub) -> None:
         description="Serve a saved model (any task) with FastAPI + uvicorn: GET / (web page), GET /health, GET "
         "/v1/model, POST /v1/predict, /v1/embed and /v1/retrieve (alignment models; retrieve needs --index), GET "
         "/metrics (Prometheus), API docs at /docs. Concurrent requests are batched into one forward pass. "
-        "Needs pip install 'polymodal[serve]'.",
+        "Generation models (captioning, vqa, transcription, chat) are not served yet: use generate / chat / "
+        "predict. Needs pip install 'polymodal[serve]'.",
     )
     parser.add_argument("model", help="model directory (or run directory)")
     parser.add_argument("--host", default=None,

@@ -7,7 +7,8 @@ The manifest is the training format (JSONL, JSON array or CSV / TSV; ``data.mani
 the manifest, empty cells = absent modality, an optional ``id`` column. Labels are not needed and are ignored when
 present. Every row gets one JSON line in ``out``, in manifest order: ``{"id": ..., **prediction.to_dict()}``, i.e.
 the model's task's prediction (classification: label, probabilities, modalities; alignment: the zero-shot label
-and probabilities, or with ``embed`` the unit-norm embedding of each given input).
+and probabilities, or with ``embed`` the unit-norm embedding of each given input). A generation model reads a
+generation manifest instead and writes the generated text (:mod:`.batch_generation`).
 
 A bad row (missing file, unreadable image, over a size cap, duplicate id, no usable cell, an input the task cannot
 answer) raises an error naming the file, row, id and field (``on_error="raise"``), or is left out with one warning
@@ -99,6 +100,10 @@ def predict_manifest(predictor: Predictor, data: str | os.PathLike, out: str | o
         raise ValueError(f"--out {out} is the manifest itself; write the predictions to another file")
     if embed and not predictor.can_embed:
         predictor.check({}, embed=True)  # raises: the model has no embedding space (says what to use instead)
+    if getattr(predictor, "generates", False):  # rows are conversations + attachments: the generation manifest
+        from .batch_generation import predict_generation_manifest
+
+        return predict_generation_manifest(predictor, data, out, on_error=on_error, batch_size=batch_size)
     rows = manifest_rows(predictor, data, id_column)
     duplicates = duplicate_id_problems(rows)
     skipped: list[dict[str, str]] = []

@@ -66,9 +66,36 @@ class GenerationPredictor:
 
     def decoding(self, **options: Any) -> dict[str, Any]:
         """The saved decoding defaults updated with ``options`` (None values ignored)."""
-        kwargs = dict(getattr(self.model, "generation_defaults", None) or {"max_new_tokens": 32})
-        kwargs.update({key: value for key, value in options.items() if value is not None})
-        return kwargs
+        from ..tasks.predictions import decoding_options
+
+        return decoding_options(self.model, **options)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Attachment modality → the row field holding it (its encoder's ``column``, else its name), as in training."""
+        return {name: (att.encoder.column if att.encoder is not None else None) or name
+                for name, att in self.model.config.modalities.items()}
+
+    def dataset(self, rows: list[Any], *, base_dir: str | os.PathLike | None = None, source: str = "sample",
+                on_error: str = "raise") -> Any:
+        """Row-like samples (the generation manifest format, docs/DATA.md §4: ``messages`` or ``prompt``, one field
+        per attachment modality holding a path / array or a list of them) → a ``generation.data.GenerationDataset``
+        of processed samples, relative paths read from ``base_dir``. A ``prompt`` row without its attachments'
+        placeholders gets them in front (as :meth:`generate` does); a ``messages`` row must hold them. Raises
+        DataError naming ``source``, the row number and id (``on_error="skip"``: bad rows are left out and listed
+        in the dataset's ``skipped``)."""
+        from ..generation.data import GenerationDataset
+
+        columns = self.columns
+        prepared = []
+        for row in rows:
+            if isinstance(row, dict) and "messages" not in row and isinstance(row.get("prompt"), str):
+                given = {name: row[column] if isinstance(row[column], list) else [row[column]]
+                         for name, column in columns.items() if row.get(column) is not None}
+                row = {**row, "prompt": self.with_placeholders(row["prompt"], given)}
+            prepared.append(row)
+        return GenerationDataset(prepared, self.processors, columns=columns, base_dir=base_dir, source=source,
+                                 on_error=on_error)
 
     def process(self, attachments: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         """Raw attachments {modality: raw or [raw, ...]} → processed inputs. Raises DataError naming the modality."""

@@ -9,7 +9,10 @@ task turns the model's outputs into the task's predictions (``Task.postprocessor
 
 - classification (MultimodalModel, EnsembleModel): the head's label and probabilities;
 - alignment (AlignmentModel): a zero-shot label for image / audio inputs against the class names and prompt
-  templates saved with it (:mod:`polymodal.tasks.zeroshot`), and :meth:`Predictor.embed` for unit-norm embeddings.
+  templates saved with it (:mod:`polymodal.tasks.zeroshot`), and :meth:`Predictor.embed` for unit-norm embeddings;
+- generation (captioning, vqa, transcription, chat: VisionLanguageModel): :meth:`Predictor.generate` (prompt +
+  attachments → text, delegating to :class:`~.generate.GenerationPredictor`) and ``predict(row)`` for a row-like
+  sample (``messages`` or ``prompt``, ``image`` / ``audio`` paths) → :class:`~polymodal.tasks.predictions.GeneratedText`.
 
 :func:`.batch.predict_manifest` runs a Predictor over an unlabelled manifest (``polymodal predict --data``).
 
@@ -83,16 +86,22 @@ def apply_processor_overrides(model: nn.Module, overrides: list[str] | None) -> 
         name = path[2]
         if name not in modalities:
             raise ConfigError(f"--set {text!r}: the model has no modality {name!r}; it has {', '.join(modalities)}")
-        options = json.loads(json.dumps(modalities[name].processor))  # a deep copy of plain data
+        # a generation model's attachment (AttachmentConfig) keeps its processor in its encoder's ModalityConfig
+        attachment = modalities[name] if not hasattr(modalities[name], "processor") else None
+        target = attachment.encoder if attachment is not None else modalities[name]
+        if target is None:
+            raise ConfigError(f"--set {text!r}: attachment {name!r} has no encoder config (its processor is the "
+                              "caller's)")
+        options = json.loads(json.dumps(target.processor))  # a deep copy of plain data
         node = options
         for part in path[4:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {part!r} is not a section")
         node[path[-1]] = value
-        updated = dataclasses.replace(modalities[name], processor=options)
+        updated = dataclasses.replace(target, processor=options)
         build_processor(updated, name)  # validates now: ConfigError names model.modalities.<name>.processor.<key>
-        modalities[name] = updated
+        modalities[name] = updated if attachment is None else dataclasses.replace(attachment, encoder=updated)
     model._processors = None  # rebuilt from the updated config on next use
 
 
@@ -160,7 +169,8 @@ class Predictor:
     ``model``: a model / run directory or a loaded polymodal model (MultimodalModel, EnsembleModel,
     AlignmentModel, ...). Its task (``task_of(model)``, the ``task`` recorded in config.json) says what a prediction
     is: ``predict`` returns the task's prediction type (:class:`~polymodal.tasks.predictions.Prediction`: label +
-    probabilities). ``threshold``: multilabel cut-off. ``overrides``: processor options
+    probabilities; a generation model: :class:`~polymodal.tasks.predictions.GeneratedText`, and :meth:`generate` /
+    :meth:`chat` for prompts). ``threshold``: multilabel cut-off. ``overrides``: processor options
     (:func:`apply_processor_overrides`). ``classnames`` / ``templates`` (one list, or per modality name): the
     zero-shot classes / prompts of an alignment model instead of those saved with it.
 
@@ -185,6 +195,12 @@ class Predictor:
                                                      classnames=classnames, templates=templates)
         self.is_alignment = self.task.name == "alignment"  # kept for user code: the task says it
         self.zeroshot = getattr(self.postprocessor, "zeroshot", None)  # kept for user code (alignment models)
+        # generation models answer prompts: rows in, text out (generate / predict), no modality → tensor path
+        self.generates = bool(getattr(self.postprocessor, "generates", False))
+        self._generator: Any = None
+        if self.generates:
+            self._by_kind: dict[str, str] = {}
+            return
         names = self.model.modality_names
         kinds = [self.model.config.modalities[name].kind for name in names]
         self._by_kind = {kind: name for kind, name in zip(kinds, names) if kinds.count(kind) == 1}
@@ -230,6 +246,8 @@ class Predictor:
         a zero-shot label, ``embed`` of a classifier). Nothing is decoded here."""
         if embed and not self.postprocessor.can_embed:
             self.postprocessor.check([], embed=True)  # raises, saying what the model does instead
+        if self.generates:
+            return self._generation_row(sample)
         resolved = self._resolve(sample)
         self.postprocessor.check([name for name in self.model.modality_names if not _absent(resolved.get(name))],
                                  embed=embed)
@@ -263,7 +281,13 @@ class Predictor:
         return Batch(inputs=inputs, present=present, ids=list(ids) if ids else [str(i) for i in range(len(processed))])
 
     def make_batch(self, samples: list[dict[str, Any]]) -> Batch:
-        """Raw samples → the Batch the model was trained on (absent modalities: processor.empty(), mask False)."""
+        """Raw samples → the Batch the model was trained on (absent modalities: processor.empty(), mask False).
+        A generation model: row-like samples → processed samples (``generation.data.SampleBatch``); paths are
+        read as given (relative to the working directory)."""
+        if self.generates:
+            dataset = self.generator.dataset([self._generation_row(s) for s in samples],
+                                             source="sample" if len(samples) == 1 else "samples")
+            return dataset.collate([dataset[i] for i in range(len(dataset))])
         processed = []
         for index, sample in enumerate(samples):
             try:
@@ -304,7 +328,10 @@ class Predictor:
         return predictions
 
     def predict_batch(self, samples: list[dict[str, Any]]) -> list[Prediction]:
-        """One prediction per sample (a dict modality name or kind → raw input), of the model's task."""
+        """One prediction per sample (a dict modality name or kind → raw input), of the model's task. A generation
+        model: row-like samples (see :meth:`predict`), generated in one batch → GeneratedText each."""
+        if self.generates:
+            return self.predict_processed(self.make_batch(samples))
         return self.predict_processed(self.make_batch(self._checked(samples, embed=False)))
 
     @torch.no_grad()
@@ -322,9 +349,57 @@ class Predictor:
         return {name: emb[0] for name, emb in embeddings.items()}
 
     def predict(self, sample: dict[str, Any] | None = None, **modalities: Any) -> Prediction:
-        """One sample, as a dict or keyword arguments: ``predict(image="x.png", text="...")``."""
+        """One sample, as a dict or keyword arguments: ``predict(image="x.png", text="...")``.
+
+        A generation model takes a row-like sample: ``messages`` (a conversation ending with a user turn, or with
+        the assistant turn to redo, which is dropped) or ``prompt`` (``text`` works too), plus its attachments by
+        modality name (``image="x.png"``, a list for several) → GeneratedText (``.text``). Raises DataError naming
+        the field for a malformed sample or an unreadable file."""
         sample = dict(sample or {}, **modalities)
         return self.predict_batch([sample])[0]
+
+    # ------------------------------------------------------------------------------------------ generation
+
+    @property
+    def generator(self) -> Any:
+        """The :class:`~.generate.GenerationPredictor` of a generation model (the one implementation of prompt +
+        attachments → text). Raises PredictionError for a model that does not generate text."""
+        if not self.generates:
+            raise PredictionError(f"a {self.task_name} model does not generate text",
+                                  hint="use predict() for its predictions (`polymodal predict`)")
+        if self._generator is None:
+            from .generate import GenerationPredictor
+
+            self._generator = GenerationPredictor(self.model, device=self.device)
+        return self._generator
+
+    def generate(self, prompt: str, *, image: Any = None, audio: Any = None, attachments: dict[str, Any] | None = None,
+                 stream: bool = False, **decoding: Any) -> Any:
+        """Generation models: the answer to ``prompt`` about ``image`` / ``audio`` (or ``attachments`` by modality
+        name), decoded with the saved defaults updated by ``decoding`` (max_new_tokens, num_beams, do_sample,
+        temperature, top_k, top_p, repetition_penalty, stop_strings); ``stream=True``: an iterator of text pieces.
+        Same as ``GenerationPredictor(model).generate``. Raises PredictionError for a model of another task,
+        DataError for an unreadable input."""
+        return self.generator.generate(prompt, image=image, audio=audio, attachments=attachments, stream=stream,
+                                       **decoding)
+
+    def chat(self, messages: list[dict[str, Any]], attachments: dict[str, list[Any]] | None = None, *,
+             stream: bool = False, **decoding: Any) -> Any:
+        """Generation models: the next assistant answer of ``messages`` (see ``GenerationPredictor.chat``)."""
+        return self.generator.chat(messages, attachments, stream=stream, **decoding)
+
+    def _generation_row(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """A row-like sample of a generation model: ``text`` read as the prompt; PredictionError for an
+        attachment kind the model does not read (``audio`` for an image-only model)."""
+        row = dict(sample)
+        fields = set(self.generator.columns.values())
+        if "text" in row and "prompt" not in row and "messages" not in row and "text" not in fields:
+            row["prompt"] = row.pop("text")
+        unread = [key for key in ("image", "audio") if row.get(key) is not None and key not in fields]
+        if unread:
+            raise PredictionError(f"this {self.task_name} model reads {list(self.generator.columns)} attachments, not "
+                                  f"{unread[0]!r}", modalities=unread)
+        return row
 
 
 __all__ = ["EmbeddingPrediction", "NonFiniteModelError", "Prediction", "PredictionError", "ProcessedSample",

@@ -53,6 +53,9 @@ def load_predictions(path: str | Path, data: str | None = None, split: str = "te
         except json.JSONDecodeError as err:
             raise ValueError(f"{found} is not valid JSON: {err}") from err
         missing = [k for k in ("ids", "y_true", "probs", "labels") if k not in payload]
+        if missing and "predictions" in payload:  # written by `polymodal eval` for a generation model
+            raise ValueError(f"{found} holds {payload.get('task', 'generation')} predictions (generated text): "
+                             "--compare works on classifiers' predictions")
         if missing:
             raise ValueError(f"{found} lacks {missing}: is it a predictions.json written by `polymodal eval`?")
         payload["source"] = str(found)
@@ -64,6 +67,9 @@ def load_predictions(path: str | Path, data: str | None = None, split: str = "te
     model, model_dir = load_any_model(path)
     if is_alignment(model):
         raise ValueError(f"{model_dir} is an alignment model: --compare works on classifiers' predictions")
+    if hasattr(model, "generate_text"):
+        raise ValueError(f"{model_dir} is a {model.task_name} model (text generation): --compare works on "
+                         "classifiers' predictions")
     config = eval_config_for(model, data, split)
     _, loaders, _ = prepare(config, splits=(split,))
     y_true, probs, ids = predict_loader(model, loaders[split])

@@ -30,7 +30,9 @@ def evaluate_path(path: str | Path, data: str | None = None, split: str = "test"
 
     ``path``: a run directory (its best/ model) or a model directory; ``data``: a manifest instead of the
     training data's ``split``; ``out``: default <run or model dir>/eval_<split>. metrics.json is what the
-    model's report kind states as its metrics (classification: the classification report; alignment: none).
+    model's report kind states as its metrics (classification: the classification report; generation tasks:
+    ``tasks.generation_eval.evaluate_generation``'s result, decoded with the run's ``generate`` section;
+    alignment: none).
     ``overrides``: processor options of the saved model (``--set model.modalities.image.processor.max_pixels=N``),
     see :func:`polymodal.inference.apply_processor_overrides`."""
 
@@ -49,7 +51,8 @@ def evaluate_path(path: str | Path, data: str | None = None, split: str = "test"
         raise ValueError(f"the data provides no {split!r} split")
     source = data or (f"builtin:{config.data.name}" if config.data.name else getattr(config.data, split))
     report = build_report(model, loaders[split], options, model_dir=model_dir, run_dir=run_dir, split=split,
-                          data_source=source, train_seed=(saved.get("train") or {}).get("seed"), labels=labels)
+                          data_source=source, train_seed=(saved.get("train") or {}).get("seed"), labels=labels,
+                          config=config, run_config=saved)
     # a manifest's report goes to its own folder: it never replaces the split's report that --compare reads
     default = f"eval_{split}" if data is None else "eval_data_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).stem)
     out_dir = Path(out) if out else (run_dir or model_dir) / default

@@ -210,6 +210,18 @@ class GenerationTask(Task):
             metrics.update(quick_metric(self.name, model, loader, device, count, kwargs))
         return metrics
 
+    # ------------------------------------------------------------------------------------------ predictions
+
+    def postprocessor(self, model, *, model_dir=None, threshold=0.5, classnames=None, templates=None):
+        """Generated text per sample (:class:`~.predictions.GenerationPostprocessor`, the saved decoding defaults).
+        Raises PredictionError for ``classnames`` / ``templates`` (zero-shot options of alignment models)."""
+        from .predictions import GenerationPostprocessor, PredictionError
+
+        if classnames or templates:
+            raise PredictionError(f"--classes / --template (classnames / templates) apply to alignment models "
+                                  f"(zero-shot); a {self.name} model generates text")
+        return GenerationPostprocessor(model, self.name)
+
     def test_metrics(self, model, loader, config, device="cpu", context=None) -> dict[str, Any]:
         """The task's metrics on the test split with bootstrap CIs, per question type and against the blind
         baseline (VQA), generation efficiency, and a few examples."""

@@ -6,7 +6,7 @@ generation efficiency, and (VQA) compare with the question-only baseline.
 |---|---|
 | captioning | bleu_1…4, cider_d (quick), rouge_l_coco, meteor (when its Java jar runs) |
 | vqa | vqa_accuracy (quick), exact_match, per question type; blind baseline (majority answer per question type and per exact question, from the train split) |
-| transcription | wer (quick; lower is better), exact_match |
+| transcription | wer (quick; lower is better), cer (character error rate), exact_match |
 | chat | exact_match (quick) of the last answer, bleu_1…4, rouge_l_coco |
 """
 
@@ -71,6 +71,30 @@ def generate_split(model: nn.Module, loader: DataLoader, device: Any, generate_k
     return out
 
 
+def character_error_rate(predictions: list[str], references: list[list[str]]) -> Any:
+    """Corpus CER → MetricResult("cer"): Σ character edits (S + D + I of jiwer's character alignment, spaces
+    included) / Σ reference characters, after the WER normalisation (``metrics.generation.wer.normalize_transcript``)
+    of both sides; jiwer's ``cer`` over the normalised corpus gives the same number. One reference per sample (the
+    first); lower is better, can exceed 1. Raises MetricInputError when every reference is empty."""
+    import numpy as np
+
+    from ..metrics.generation.result import MetricResult
+    from ..metrics.generation.wer import MetricInputError, _jiwer, normalize_transcript, wer_from_stats
+
+    stats = []
+    for prediction, refs in zip(predictions, references):
+        ref, hyp = normalize_transcript(refs[0]), normalize_transcript(prediction)
+        if not ref or not hyp:  # jiwer refuses empty strings; the alignment is trivial here
+            stats.append((max(len(ref), len(hyp)), len(ref)))
+            continue
+        out = _jiwer().process_characters(ref, hyp)
+        stats.append((out.substitutions + out.deletions + out.insertions, len(ref)))
+    table = np.array(stats, dtype=np.float64).reshape(-1, 2)
+    if table[:, 1].sum() == 0:
+        raise MetricInputError("CER: every reference is empty, so CER is undefined (no reference characters)")
+    return MetricResult("cer", float(wer_from_stats(table)), wer_from_stats(table[:, None, :]), table, wer_from_stats)
+
+
 def task_metrics(task: str, predictions: list[str], references: list[list[str]], *,
                  with_meteor: bool = False) -> dict[str, Any]:
     """{name: MetricResult} of ``task`` (module table); METEOR only when asked (it starts a Java VM: seconds)."""
@@ -82,6 +106,7 @@ def task_metrics(task: str, predictions: list[str], references: list[list[str]],
         return gm.vqa_metrics(predictions, references)
     if task == "transcription":
         return {"wer": gm.word_error_rate(predictions, [r[:1] for r in references]),
+                "cer": character_error_rate(predictions, references),
                 "exact_match": gm.exact_match(predictions, references)}
     return {"exact_match": gm.exact_match(predictions, references), **gm.bleu(predictions, references),
             "rouge_l_coco": gm.rouge_l(predictions, references, definition="coco")}
@@ -96,14 +121,14 @@ def quick_metric(task: str, model: nn.Module, loader: DataLoader, device: Any, c
     return {name: float(results[name].value)}
 
 
-def _with_ci(result: Any, resamples: int) -> dict[str, float]:
+def _with_ci(result: Any, resamples: int, seed: int = 0) -> dict[str, float]:
     entry = {"value": float(result.value)}
     if resamples and result.aggregate is not None and len(result.per_sample) > 1:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a degenerate bootstrap (all resamples equal) is reported as such
-            _, low, high = result.bootstrap_ci(n_resamples=resamples, seed=0)
+            _, low, high = result.bootstrap_ci(n_resamples=resamples, seed=seed)
         entry.update(ci_low=float(low), ci_high=float(high))
     return entry
 
@@ -146,18 +171,25 @@ def generation_efficiency(model: nn.Module, loader: DataLoader, device: Any, gen
 
 
 def evaluate_generation(task: str, model: nn.Module, loader: DataLoader, *, device: Any = "cpu", generate: Any,
-                        train_rows: list[dict[str, Any]] | None = None, examples: int = 5) -> dict[str, Any]:
-    """The test report of a generation task: {"n", "metrics": {name: {value, ci_low, ci_high}}, "per_type"
-    (VQA), "blind_baseline" (VQA with train rows), "efficiency", "examples"}.
+                        train_rows: list[dict[str, Any]] | None = None, examples: int = 5, efficiency: bool = True,
+                        seed: int = 0, keep_rows: bool = False) -> dict[str, Any]:
+    """The test report of a generation task: {"n", "metrics": {name: {value, ci_low, ci_high}}, "decoding",
+    "per_type" (VQA), "blind_baseline" (VQA with train rows), "efficiency", "examples"} (+ "rows": every decoded
+    row {id, prediction, references, ...} with ``keep_rows``). The one metric path of the generation tasks: the
+    test metrics after training and ``polymodal eval`` both call it.
 
-    ``generate``: the run's ``generate`` section (decoding options, ``eval_samples``, ``bootstrap`` resamples)."""
+    ``generate``: the run's ``generate`` section (decoding options, ``eval_samples``, ``bootstrap`` resamples).
+    ``efficiency``: measure tokens/s, time to first token, peak CUDA memory (None when False). ``seed``: the
+    bootstrap resampling seed. CIs: 95% percentile bootstrap over rows."""
     kwargs = generate.generate_kwargs()
     rows = generate_split(model, loader, device, kwargs, limit=generate.eval_samples)
+    if not rows:
+        raise ValueError("the evaluation split has no rows to generate")
     predictions, references = [r["prediction"] for r in rows], [r["references"] for r in rows]
     results = task_metrics(task, predictions, references, with_meteor=generate.meteor)
     report: dict[str, Any] = {
         "n": len(rows),
-        "metrics": {name: _with_ci(result, generate.bootstrap) for name, result in results.items()},
+        "metrics": {name: _with_ci(result, generate.bootstrap, seed) for name, result in results.items()},
         "decoding": kwargs,
     }
     if task == "vqa":
@@ -174,6 +206,8 @@ def evaluate_generation(task: str, model: nn.Module, loader: DataLoader, *, devi
             report["blind_baseline"] = {
                 by: {k: v for k, v in blind_baseline(train_rows, eval_rows, by=by).items() if k != "majority"}
                 for by in ("question_type", "question")}
-    report["efficiency"] = generation_efficiency(model, loader, device, kwargs)
+    report["efficiency"] = generation_efficiency(model, loader, device, kwargs) if efficiency else None
     report["examples"] = rows[:examples]
+    if keep_rows:
+        report["rows"] = rows
     return report

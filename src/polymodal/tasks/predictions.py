@@ -2,8 +2,10 @@
 the interface of the post-processor a task builds once per Predictor.
 
 A task turns a model's raw outputs into predictions (DESIGN principle 12): classification gives a label +
-probabilities, an alignment model a zero-shot label + probabilities (or its embeddings), later tasks generated
-text. Every prediction type has ``to_dict()`` (JSON-able, one row of ``polymodal predict --data ... --out``).
+probabilities, an alignment model a zero-shot label + probabilities (or its embeddings), the generation tasks
+(captioning, vqa, transcription, chat) generated text (:class:`GeneratedText`, made by
+:class:`GenerationPostprocessor`). Every prediction type has ``to_dict()`` (JSON-able, one row of
+``polymodal predict --data ... --out``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,66 @@ class EmbeddingPrediction:
         return [float(x) for vector in self.embeddings.values() for x in vector.reshape(-1).tolist()]
 
 
+@dataclass
+class GeneratedText:
+    """A generation task's prediction: the generated text (the next assistant turn of the sample's conversation).
+
+    text: the decoded answer (special tokens removed, cut at the first stop string, stripped).
+    modalities: the attachment modalities the sample gave (e.g. ["image"]; [] for a text-only prompt).
+    """
+
+    text: str
+    modalities: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prediction": self.text, "modalities": self.modalities}
+
+    def numbers(self) -> list[float]:
+        return []
+
+
+def decoding_options(model: Any, **options: Any) -> dict[str, Any]:
+    """The decoding keyword arguments of a generation model: the defaults saved with it (the run's ``generate``
+    section; ``{"max_new_tokens": 32}`` without one) updated with ``options`` (None values ignored)."""
+    kwargs = dict(getattr(model, "generation_defaults", None) or {"max_new_tokens": 32})
+    kwargs.update({key: value for key, value in options.items() if value is not None})
+    return kwargs
+
+
+class GenerationPostprocessor:
+    """Processed samples (``generation.data.SampleBatch``: conversations + processed attachments) → one
+    :class:`GeneratedText` per sample, by the model's batched ``generate_text`` (left padding, KV cache) with
+    ``decoding`` (the saved defaults, :func:`decoding_options`). No labels, no embedding space."""
+
+    labels: list[str] = []
+    head_task = None
+    can_embed = False
+    generates = True
+
+    def __init__(self, model: Any, task: str, decoding: dict[str, Any] | None = None):
+        self.model, self.task = model, task
+        self.decoding = decoding_options(model, **(decoding or {}))
+
+    def check(self, given: list[str], embed: bool = False) -> None:
+        if embed:
+            raise PredictionError(f"a {self.task} model generates text; it has no embedding space",
+                                  hint="use Predictor(...).generate(prompt, image=...), `polymodal generate`, or "
+                                  "predict for the generated text")
+
+    def predict(self, batch: Any) -> list[GeneratedText]:
+        samples = list(batch.samples)
+        if not samples:
+            return []
+        texts = self.model.generate_text(samples, **self.decoding)
+        names = list(self.model.config.modalities)  # the model's order, as classification predictions list them
+        return [GeneratedText(text, [name for name in names if (sample.get("attachments") or {}).get(name)])
+                for sample, text in zip(samples, texts)]
+
+    def embed(self, batch: Any) -> dict[str, torch.Tensor]:
+        self.check([], embed=True)
+        return {}
+
+
 class Postprocessor(Protocol):
     """What :meth:`Task.postprocessor` builds once per loaded model (with its options checked) and the
     Predictor, the server and batch prediction call per batch.
@@ -97,4 +159,5 @@ def given_modalities(batch: Any, names: list[str]) -> list[list[str]]:
     return [[name for name in names if name in batch.present and bool(batch.present[name][i])] for i in range(size)]
 
 
-__all__ = ["EmbeddingPrediction", "Postprocessor", "Prediction", "PredictionError", "given_modalities"]
+__all__ = ["EmbeddingPrediction", "GeneratedText", "GenerationPostprocessor", "Postprocessor", "Prediction",
+           "PredictionError", "decoding_options", "given_modalities"]

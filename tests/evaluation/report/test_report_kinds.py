@@ -52,8 +52,8 @@ def _aligner():
                                                       "embed_dim": 8}))
 
 
-def test_registry_holds_the_two_kinds_and_dispatches_on_the_model():
-    assert REPORT_KINDS.names() == ["alignment", "classification"]
+def test_registry_holds_the_kinds_and_dispatches_on_the_model():
+    assert REPORT_KINDS.names() == ["alignment", "classification", "generation"]
     assert kind_for_model(_classifier()).name == "classification"
     assert kind_for_model(_aligner()).name == "alignment"
     for name in REPORT_KINDS.names():

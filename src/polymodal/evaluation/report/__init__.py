@@ -12,7 +12,7 @@ The report layout is versioned (``schema_version``) and described by ``report_sc
 NaN).
 
 Layout: ``build`` (dispatch) · ``kinds`` (the REPORT_KINDS registry) · ``sections/`` (one file per kind of model:
-classification, alignment; shared robustness and training sections) · ``provenance`` · ``schema`` ·
+classification, alignment, generation; shared robustness and training sections) · ``provenance`` · ``schema`` ·
 ``summary`` (headline + CI notes) · ``markdown`` · ``html`` · ``loading`` (model + config rebuild) ·
 ``evaluate`` (write_report). A new kind of model adds its sections in one new file under
 ``sections/`` (a :class:`ReportKind` registered with ``@REPORT_KINDS.register(name)``).

@@ -25,12 +25,10 @@ def build_report(model: Any, loader: Any, options: ReportOptions | None = None, 
     report_schema.json); non-finite numbers become null.
 
     ``context``: model_dir, run_dir, split, data_source, train_seed, labels (for provenance and training
-    curves). The model's report kind (``kinds.kind_for_model``) fills the quality sections and robustness:
+    curves), config / run_config (the RunConfig evaluated and the run's saved config, for kinds that need them). The model's report kind (``kinds.kind_for_model``) fills the quality sections and robustness:
     classification models by accuracy, alignment models by retrieval R@1. Raises ValueError for empty data
     (and, for classification, unlabelled data).
     """
-    from ..efficiency import measure_efficiency
-
     options = options or ReportOptions()
     model = model.to(options.device).eval()
     batches = _collect(loader)
@@ -38,12 +36,11 @@ def build_report(model: Any, loader: Any, options: ReportOptions | None = None, 
     report: dict[str, Any] = dict.fromkeys(report_keys())  # every section present, null unless filled
     report.update(schema_version=SCHEMA_VERSION, kind=kind.name, meta=build_meta(model, batches, options, context),
                   training=training_curves(context.get("run_dir")))
-    data = SectionInput(model=model, batches=batches, loader=loader, options=options, labels=report["meta"]["labels"])
+    data = SectionInput(model=model, batches=batches, loader=loader, options=options, labels=report["meta"]["labels"],
+                        context=context)
     report.update(kind.quality(data))
     if options.efficiency:
-        report["efficiency"] = measure_efficiency(
-            model, batches[0], options.efficiency_batch_sizes, options.warmup, options.repeats, options.device
-        )
+        report["efficiency"] = kind.efficiency(data)
     if options.robustness:
         report["robustness"] = kind.robustness(data)
     return jsonable(report)

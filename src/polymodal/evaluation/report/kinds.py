@@ -1,6 +1,6 @@
 """Report kinds: what each kind of model contributes to the report, found through one registry.
 
-A kind (classification, alignment; later captioning, vqa) is one class in one file under ``sections/``,
+A kind (classification, alignment, generation) is one class in one file under ``sections/``,
 registered with ``@REPORT_KINDS.register(name)``. It says which models it reports on (:meth:`ReportKind.matches`),
 builds its sections from the model's outputs (:meth:`ReportKind.quality`, :meth:`ReportKind.robustness`) and
 renders them (:meth:`ReportKind.markdown`, :meth:`ReportKind.html`, the headline table and its notes). The
@@ -9,7 +9,7 @@ dispatcher (``build.py``), the renderers (``markdown.py``, ``html.py``) and ``ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...registry import Registry
@@ -22,13 +22,16 @@ REPORT_KINDS = Registry("report kind", package="polymodal.evaluation.report.sect
 @dataclass(frozen=True)
 class SectionInput:
     """What a kind's section builders see: the evaluated model, its batches (collected once), the loader they
-    came from (for raw rows), the options and the label names of ``meta.labels`` (may be empty)."""
+    came from (for raw rows), the options, the label names of ``meta.labels`` (may be empty) and the caller's
+    ``context`` (``build_report``'s keyword arguments: model_dir, run_dir, split, ``config`` — the RunConfig
+    evaluated — and ``run_config``, the run's saved config as a dict)."""
 
     model: Any
     batches: list
     loader: Any
     options: ReportOptions
     labels: list[str]
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 class ReportKind:
@@ -61,6 +64,20 @@ class ReportKind:
     def robustness(self, data: SectionInput) -> dict[str, Any] | None:
         """The ``robustness`` section (ablations, corruption curves), or None when the kind has none."""
         return None
+
+    def efficiency(self, data: SectionInput) -> dict[str, Any] | None:
+        """The ``efficiency`` section: parameters, FLOPs, latency, throughput, memory of one forward pass per batch
+        (``evaluation.efficiency``). A kind whose models are not measured that way returns None (and reports its
+        own measures in its section, e.g. generation: tokens/s and time to first token)."""
+        from ..efficiency import measure_efficiency
+
+        options = data.options
+        return measure_efficiency(data.model, data.batches[0], options.efficiency_batch_sizes, options.warmup,
+                                  options.repeats, options.device)
+
+    def console(self, report: dict[str, Any]) -> list[str]:
+        """Lines ``polymodal eval`` prints after the headline (beyond the shared efficiency / robustness lines)."""
+        return []
 
     def interval_notes(self, report: dict[str, Any]) -> list[str]:
         """Sentences on how the headline CIs were made (shown under the headline table in md, html and CLI)."""

@@ -67,12 +67,27 @@ def eval_config_for(model: Any, data_manifest: str | None, split: str, run_confi
     elif not data:
         raise ValueError("this model directory does not record its training data: pass --data MANIFEST")
     task = task_of(model).name
-    sections = {name: (run_config or {}).get(name) for name in TASK_CONFIGS[task].sections
+    spec = TASK_CONFIGS[task]
+    sections = {name: (run_config or {}).get(name) for name in spec.sections
                 if (run_config or {}).get(name) is not None}
-    config = RunConfig(task=task, model=model.config, data=from_dict(DataConfig, data, "data"), sections=sections)
+    # a bare model directory: its decoding defaults (config.json "generate") stand in for the run's section
+    saved_decoding = getattr(model, "generation_defaults", None)
+    if "generate" in spec.sections and "generate" not in sections and saved_decoding:
+        sections["generate"] = dict(saved_decoding)
+    config = RunConfig(task=task, model=model_section(model.config, spec.model), data=from_dict(DataConfig, data, "data"),
+                       sections=sections)
     if (run_config or {}).get("train", {}).get("seed") is not None:
         config.train = dataclasses.replace(config.train, seed=int(run_config["train"]["seed"]))
     return config
 
 
-__all__ = ["eval_config_for", "is_alignment", "load_any_model", "run_config", "run_dir_of"]
+def model_section(config: Any, section: type) -> Any:
+    """The task's ``model`` section for a loaded model's config: the config itself, or — when the model records
+    only the part it is built from (a generation model's VLMConfig; the section GenerationModelConfig adds
+    training-only keys to it) — the section with the model's values and the training keys at their defaults."""
+    if isinstance(config, section) or not (dataclasses.is_dataclass(config) and issubclass(section, type(config))):
+        return config
+    return section(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+
+__all__ = ["eval_config_for", "is_alignment", "load_any_model", "model_section", "run_config", "run_dir_of"]

@@ -29,9 +29,14 @@ def data_fingerprint(batches: list) -> str:
     """sha256 (64 hex digits) over every sample id, label and processed input tensor, in loader order.
 
     Two evaluations with the same fingerprint saw byte-identical model inputs (same rows, same processing).
+    Batches of processed generation samples (``samples``: conversations + attachment tensors) hash their ids,
+    conversations, references and attachment tensors.
     """
     digest = hashlib.sha256()
     for batch in batches:
+        if hasattr(batch, "samples"):
+            _digest_samples(digest, batch.samples)
+            continue
         digest.update("\x1f".join(map(str, batch.ids)).encode())
         if batch.labels is not None:
             digest.update(batch.labels.detach().cpu().contiguous().numpy().tobytes())
@@ -42,6 +47,24 @@ def data_fingerprint(batches: list) -> str:
                 digest.update(key.encode())
                 digest.update(batch.inputs[name][key].detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _digest_samples(digest: Any, samples: list[dict[str, Any]]) -> None:
+    for sample in samples:
+        text = {key: sample.get(key) for key in ("id", "messages", "prompt", "answer", "answers")}
+        digest.update(json.dumps(text, sort_keys=True, default=str).encode())
+        for name in sorted(sample.get("attachments") or {}):
+            digest.update(name.encode())
+            for item in sample["attachments"][name]:
+                for key in sorted(item):
+                    digest.update(key.encode())
+                    digest.update(item[key].detach().cpu().contiguous().numpy().tobytes())
+
+
+def _modality_kind(config: Any) -> str:
+    """image | audio | text of a modality config (a generation attachment: its encoder's kind)."""
+    kind = getattr(config, "kind", None) or getattr(getattr(config, "encoder", None), "kind", None)
+    return kind or str(config)
 
 
 def config_hash(model_dir: str | Path | None, model: Any) -> str:
@@ -74,9 +97,9 @@ def build_meta(model: Any, batches: list, options: ReportOptions, context: dict[
         "seed": options.seed,
         "train_seed": train_seed,
         "architecture": type(model).__name__,
-        "task": getattr(model, "task", None),
+        "task": getattr(model, "task", None) or getattr(model, "task_name", None),
         "labels": [str(x) for x in (getattr(model, "labels", None) or context.get("labels") or [])],
-        "modalities": {name: getattr(m, "kind", str(m)) for name, m in modalities.items()},
+        "modalities": {name: _modality_kind(m) for name, m in modalities.items()},
         "model_dir": None if context.get("model_dir") is None else str(context["model_dir"]),
         "run_dir": None if context.get("run_dir") is None else str(context["run_dir"]),
         "config_hash": config_hash(context.get("model_dir"), model),

@@ -16,17 +16,21 @@ def headline_section(report: dict[str, Any]) -> dict[str, Any]:
 
 def headline_rows(report: dict[str, Any]) -> list[list[Any]]:
     """[metric, value, CI low, CI high] for the report's headline metrics: the kind's ``headline`` names
-    first, then every other bootstrapped interval (value = the interval's point estimate)."""
+    first (found in its section, or in the section's ``metrics`` mapping), then every other bootstrapped
+    interval (value = the interval's point estimate)."""
     kind = kind_for_report(report)
     if kind is None:
         return []
     section = report.get(kind.section) or {}
     intervals = (section.get("bootstrap") or {}).get("intervals", {})
     rows = []
+    values = section.get("metrics") if isinstance(section.get("metrics"), dict) else {}  # a kind's flat metrics
     for name in kind.headline:
         ci = intervals.get(name) or {}
         if name in section:
             rows.append([name, section.get(name), ci.get("low"), ci.get("high")])
+        elif name in values:
+            rows.append([name, values[name], ci.get("low"), ci.get("high")])
     for name, ci in intervals.items():
         if name not in kind.headline:
             rows.append([name, ci.get("point"), ci.get("low"), ci.get("high")])

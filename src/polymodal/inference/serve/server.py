@@ -63,6 +63,11 @@ def build_app(model_dir: str | os.PathLike, settings: ServeSettings, index_dir: 
     from .app import create_app
 
     predictor = Predictor(model_dir, device=device, overrides=overrides)
+    if predictor.generates:  # refused here, not per request: the routes predict labels / embeddings
+        raise ServeError(f"{model_dir} holds a {predictor.task_name} model (text generation), which polymodal serve "
+                         f"does not serve yet (its routes answer labels and embeddings); generate with `polymodal "
+                         f"generate {model_dir} --image X --prompt ...`, `polymodal chat {model_dir}`, `polymodal "
+                         f"predict {model_dir} --data rows.jsonl --out out.jsonl`, or Predictor(dir).generate(...)")
     # as for training (docs/PERFORMANCE.md): intra-op threads by model size when the CLI's thread policy is on
     apply_thread_policy(predictor.model)
     index, info = load_index(index_dir, predictor) if index_dir is not None else (None, None)

@@ -1,7 +1,7 @@
 """Report sections. Every module here is imported with the package, so a kind registered in a new file
 (``@REPORT_KINDS.register("captioning")`` in ``sections/captioning.py``) is found without editing anything else.
 
-classification.py and alignment.py are the two kinds today; robustness.py and training.py hold section
+classification.py, alignment.py and generation.py are the kinds today; robustness.py and training.py hold section
 builders that kinds (or the dispatcher) share.
 """
 
