@@ -61,27 +61,26 @@ def test_cli_sets_openmp_env_before_torch_is_imported():
     assert seen["torch_after_entry_import"] is False  # importing the entry point must not load torch
     assert seen["torch_imported"] is True  # ...but the CLI does load it, and by then the env was set:
     env = seen["env"]
-    assert env["GOMP_SPINCOUNT"] == threads.GOMP_SPINCOUNT
-    assert env["KMP_BLOCKTIME"] == threads.KMP_BLOCKTIME
+    assert env["OMP_WAIT_POLICY"] == threads.WAIT_POLICY == "PASSIVE"
     assert env[threads.POLICY_ENV] == "auto"
-    assert env["OMP_WAIT_POLICY"] is None and env["OMP_NUM_THREADS"] is None  # not forced
+    assert env["GOMP_SPINCOUNT"] is None and env["OMP_NUM_THREADS"] is None  # not forced
     assert seen["env_after_entry_import"] == env
 
 
 @pytest.mark.parametrize(
     ("user", "expected"),
     [
-        # the user chose the wait behaviour: no spin count added, their value kept
+        # the user chose the wait behaviour: their value kept, nothing added
         ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None,
                                           "KMP_BLOCKTIME": None}),
         ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": None}),
-        # the user's spin settings win over ours; the other one still gets the default
-        ({"GOMP_SPINCOUNT": "500"}, {"GOMP_SPINCOUNT": "500", "KMP_BLOCKTIME": threads.KMP_BLOCKTIME}),
-        ({"KMP_BLOCKTIME": "50"}, {"KMP_BLOCKTIME": "50", "GOMP_SPINCOUNT": threads.GOMP_SPINCOUNT}),
+        # a spin the user chose is a wait-policy choice: no PASSIVE on top of it
+        ({"GOMP_SPINCOUNT": "500"}, {"GOMP_SPINCOUNT": "500", "OMP_WAIT_POLICY": None}),
+        ({"KMP_BLOCKTIME": "50"}, {"KMP_BLOCKTIME": "50", "OMP_WAIT_POLICY": None}),
         # a thread count set by the user is not touched (and not reset)
-        ({"OMP_NUM_THREADS": "3"}, {"OMP_NUM_THREADS": "3", "GOMP_SPINCOUNT": threads.GOMP_SPINCOUNT}),
+        ({"OMP_NUM_THREADS": "3"}, {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": threads.WAIT_POLICY}),
         # policy off: nothing set at all
-        ({threads.POLICY_ENV: "off"}, {threads.POLICY_ENV: "off", "GOMP_SPINCOUNT": None, "KMP_BLOCKTIME": None}),
+        ({threads.POLICY_ENV: "off"}, {threads.POLICY_ENV: "off", "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}),
     ],
 )
 def test_cli_leaves_user_set_values_alone(user, expected):
@@ -102,10 +101,10 @@ def test_cli_module_imported_after_torch_leaves_the_process_alone():
 
 
 def test_configure_openmp_env_returns_only_what_it_set():
-    environ = {"GOMP_SPINCOUNT": "7"}
+    environ = {"OMP_NUM_THREADS": "2"}
     changed = threads.configure_openmp_env(environ)
-    assert changed == {threads.POLICY_ENV: "auto", "KMP_BLOCKTIME": threads.KMP_BLOCKTIME}
-    assert environ["GOMP_SPINCOUNT"] == "7"
+    assert changed == {threads.POLICY_ENV: "auto", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert environ["OMP_NUM_THREADS"] == "2"
     assert threads.configure_openmp_env(environ) == {}  # idempotent
     assert threads.configure_openmp_env({threads.POLICY_ENV: "OFF"}) == {}
 
