@@ -22,6 +22,7 @@ from polymodal.data.builtin.scenes import (
     SceneObject,
     build_scenes,
     generate_split,
+    generate_training_split,
     question_strings,
     render_scene,
     scene_captions,
@@ -167,3 +168,23 @@ def test_several_questions_per_scene_and_config_errors():
     with pytest.raises(ValueError, match="unknown split"):
         generate_split("dev", 1)
     assert len({f"{c} {s}" for c in COLORS for s in SHAPES}) == 12
+
+
+def test_dense_training_split_answers_from_the_graph_with_balanced_answers():
+    scenes = generate_training_split("train", 300, seed=2)
+    assert scenes == generate_training_split("train", 300, seed=2)  # deterministic
+    assert scenes != generate_training_split("train", 300, seed=3)
+    rows = _rows(scenes)
+    assert len(rows) > 2 * len(scenes)  # several questions per scene: the point of the dense form
+    for scene in scenes:
+        objects = [o.__dict__ for o in scene["objects"]]
+        types = [t for t, _, _ in scene["questions"]]
+        assert len(types) == len(set(types))  # at most one question of each type
+        for _, question, answer in scene["questions"]:
+            assert _answer(question, objects) == answer, question
+    for qtype in QUESTION_TYPES:
+        counts = Counter(r["answers"][0] for r in rows if r["question_type"] == qtype)
+        assert set(counts) == set(ANSWERS[qtype]), qtype
+        assert max(counts.values()) - min(counts.values()) <= 1, (qtype, counts)  # the answer cycle holds
+    with pytest.raises(ValueError, match="unknown split"):
+        generate_training_split("dev", 1)

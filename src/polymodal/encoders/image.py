@@ -7,7 +7,15 @@ from torch import Tensor, nn
 
 from ..registry import ENCODERS
 from .base import Encoder
-from .layers import ConvBlock2d, TransformerStack, init_weights, interpolate_grid_positions
+from .layers import (
+    ConvBlock2d,
+    TransformerStack,
+    init_weights,
+    interpolate_grid_positions,
+    sincos_grid_features,
+)
+
+POSITION_FREQUENCIES = 8  # sin-cos frequencies per axis of ImageCNN(positions=True)
 
 
 def _pixel_values(inputs: dict[str, Tensor], in_channels: int, name: str) -> Tensor:
@@ -28,6 +36,12 @@ class ImageCNN(Encoder):
 
     Tokens are the spatial positions of the last feature map: [B, H' * W', channels[-1]], all real.
     16 px input with the default channels (32, 64, 128) gives 4 × 4 = 16 tokens of width 128.
+
+    ``positions``: add a learned projection of each token's fixed 2-D sin-cos position
+    (:func:`~.layers.sincos_grid_features`) to it. A conv net's features say little about where in the image
+    they are (only the zero padding near the borders does), which a pooled classifier does not need but a
+    language model reading the tokens as a sequence does ("is the red circle left of the blue square?").
+    The projection starts at zero, so a model starts from the plain conv features.
     """
 
     kind = "image"
@@ -39,6 +53,7 @@ class ImageCNN(Encoder):
         blocks_per_stage: int = 1,
         norm: str = "batch",
         dropout: float = 0.0,
+        positions: bool = False,
     ):
         super().__init__()
         if not channels:
@@ -53,12 +68,20 @@ class ImageCNN(Encoder):
             previous = width
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
+        self.positions = nn.Linear(4 * POSITION_FREQUENCIES, self.output_dim) if positions else None
         self.apply(init_weights)
+        if self.positions is not None:
+            nn.init.zeros_(self.positions.weight)
+            nn.init.zeros_(self.positions.bias)
 
     def forward_features(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         pixels = _pixel_values(inputs, self.in_channels, "image_cnn")
         feature_map = self.features(pixels)  # [B, D, H', W']
-        tokens = self.dropout(feature_map.flatten(2).transpose(1, 2))  # [B, H' * W', D]
+        tokens = feature_map.flatten(2).transpose(1, 2)  # [B, H' * W', D]
+        if self.positions is not None:
+            grid = sincos_grid_features(*feature_map.shape[-2:], POSITION_FREQUENCIES, device=tokens.device)
+            tokens = tokens + self.positions(grid.to(tokens.dtype))
+        tokens = self.dropout(tokens)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return tokens, mask
 

@@ -108,6 +108,21 @@ def interpolate_grid_positions(pos: Tensor, old_grid: tuple[int, int], new_grid:
     return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim)
 
 
+def sincos_grid_features(height: int, width: int, num_frequencies: int = 8, device=None) -> Tensor:
+    """Fixed 2-D sine-cosine features of a ``height`` × ``width`` grid, row-major: [H * W, 4 * num_frequencies].
+
+    Each token's (y, x) centre, scaled to [0, 1], enters sin and cos at frequencies π·2^k, k = 0 … F-1 (the
+    2-D sin-cos position encoding of MAE / MoCo v3, Chen et al. 2021 arXiv:2104.02057, here on normalised
+    coordinates so that a grid of any size maps to the same range).
+    """
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    freqs = math.pi * 2.0 ** torch.arange(num_frequencies, device=device, dtype=torch.float32)
+    angles = torch.cat([grid_y.reshape(-1, 1) * freqs, grid_x.reshape(-1, 1) * freqs], dim=1)  # [H*W, 2F]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
 def conv_output_lengths(lengths: Tensor, kernel: int, stride: int, padding: int) -> Tensor:
     """How many output frames a conv leaves from ``lengths`` real input frames (0 stays 0)."""
     return torch.div(lengths + 2 * padding - kernel, stride, rounding_mode="floor").add(1).clamp_min(0)

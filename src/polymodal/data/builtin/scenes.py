@@ -237,6 +237,44 @@ def generate_split(split: str, n_scenes: int, seed: int = 0, config: SceneConfig
     return scenes
 
 
+def generate_training_split(split: str, n_scenes: int, seed: int = 0,
+                            config: SceneConfig | None = None) -> list[dict[str, Any]]:
+    """``n_scenes`` scenes with up to one question of every type each: the cheap, dense form of a training split.
+
+    :func:`generate_split` redraws a scene until it answers one chosen (question, answer) pair, which keeps each
+    question text independent of its answer but costs many draws per question, and more than one question per
+    scene costs many more. Here each scene is drawn once and, for every type, asks a question whose answer is
+    that type's next target (the answers still cycle through shuffled copies of the answer set, so their counts
+    per type stay equal); a type with no such question in the scene keeps its target for the next scene. The
+    text is then drawn among the scene's questions with that answer, so text and answer are only nearly
+    independent: use this for training rows, and :func:`generate_split` for the rows a model is scored on.
+    Same item format as :func:`generate_split`; deterministic from (split, n_scenes, seed, config).
+    """
+    config = config or SceneConfig()
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {SPLITS}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), 1]))
+    cycle = _TargetCycle(rng)
+    scenes = []
+    for index in range(n_scenes):
+        objects = None
+        while objects is None:
+            objects = sample_objects(rng, config)
+        candidates = scene_questions(objects, config)
+        targets = []
+        for k in range(len(QUESTION_TYPES)):
+            qtype = QUESTION_TYPES[(index + k) % len(QUESTION_TYPES)]
+            answer = cycle.answer(qtype)
+            texts = sorted({q for q, a in candidates[qtype] if a == answer})
+            if not texts:
+                cycle.queues[qtype].append(answer)  # still owed: the next scene that can answer it does
+                continue
+            targets.append((qtype, texts[int(rng.integers(len(texts)))], answer))
+        scenes.append({"id": f"{split}-{index:05d}", "objects": objects, "captions": scene_captions(objects),
+                       "questions": targets})
+    return scenes
+
+
 def build_scenes(
     out_dir: str | Path,
     sizes: dict[str, int] | None = None,
@@ -285,17 +323,19 @@ DEFAULT_SIZES = {"train": 6000, "val": 300, "test": 300}
 
 
 def scene_records(split: str, task: str, n_scenes: int | None = None, seed: int = 0,
-                  config: SceneConfig | None = None) -> list[dict[str, Any]]:
+                  config: SceneConfig | None = None, dense: bool = False) -> list[dict[str, Any]]:
     """Rows of one split and task ("caption" or "vqa") in memory, in the generation manifest format with
     ``image`` as uint8 [canvas, canvas, 3] RGB (what :func:`build_scenes` writes, without files).
 
-    ``n_scenes``: default ``DEFAULT_SIZES[split]``. Deterministic from (split, n_scenes, seed, config). Raises
+    ``n_scenes``: default ``DEFAULT_SIZES[split]``. ``dense``: the scenes of :func:`generate_training_split` (up to
+    one question of each type per scene) instead of :func:`generate_split`'s one strictly balanced question. Deterministic from (split, n_scenes, seed, config). Raises
     ValueError for an unknown split or task."""
     if task not in SCENE_TASKS:
         raise ValueError(f"the scenes set has no {task!r} rows; its tasks: {SCENE_TASKS}")
     config = config or SceneConfig()
     rows = []
-    for scene in generate_split(split, n_scenes or DEFAULT_SIZES[split], seed, config):
+    generate = generate_training_split if dense else generate_split
+    for scene in generate(split, n_scenes or DEFAULT_SIZES[split], seed, config):
         image = render_scene(scene["objects"], config.canvas)
         if task == "caption":
             rows.append(chat_row(scene["id"], "caption", CAPTION_PROMPT, scene["captions"], {"image": image}))
