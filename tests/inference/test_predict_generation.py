@@ -1,5 +1,6 @@
 """Generation models (captioning, vqa, transcription, chat) through the general Predictor, batch prediction over a
-generation manifest (``polymodal predict --data``) and ``polymodal serve`` (refused at start-up).
+generation manifest (``polymodal predict --data``); ``polymodal serve``'s /v1/generate is tested in
+tests/inference/serve/test_serve_generate.py.
 
 The model is a tiny untrained vqa model built by its task (random weights: greedy decoding gives non-trivial
 text), saved to a temp dir; images are built-in scenes written as PNG files. Seconds on a CPU."""
@@ -220,14 +221,3 @@ def test_cli_predict_for_a_generation_model(saved, predictor, tmp_path, capsys):
     assert "wrote 1 vqa predictions of 2 rows" in printed.out and "row 2 (id 'b')" in printed.err
     assert read_predictions(out) == [{"id": "a", "prediction": predictor.generate(QUESTIONS[0], image=image),
                                       "modalities": ["image"]}]
-
-
-def test_serve_refuses_a_generation_model_at_start_up(saved):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("multipart")
-    pytest.importorskip("prometheus_client")
-    from polymodal.inference.serve.limits import ServeError, ServeSettings
-    from polymodal.inference.serve.server import build_app
-
-    with pytest.raises(ServeError, match="vqa model \\(text generation\\).*polymodal generate"):
-        build_app(saved[0], ServeSettings())

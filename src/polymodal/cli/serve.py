@@ -2,7 +2,8 @@
 
     polymodal serve runs/x [--host 127.0.0.1] [--port 8000] [--index DIR] [--max-batch 16] [--max-wait-ms 5]
                            [--api-key KEY] [--max-body-mb 16] [--max-image-pixels N] [--max-audio-seconds S]
-                           [--max-text-chars N] [--max-queue N] [--timeout-s S] [--set KEY=VALUE]
+                           [--max-text-chars N] [--max-new-tokens N] [--max-queue N] [--timeout-s S]
+                           [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ def add_parser(sub) -> None:
         "serve",
         help="serve a model over HTTP: JSON/multipart API with dynamic batching, a web page, metrics",
         description="Serve a saved model (any task) with FastAPI + uvicorn: GET / (web page), GET /health, GET "
-        "/v1/model, POST /v1/predict, /v1/embed and /v1/retrieve (alignment models; retrieve needs --index), GET "
-        "/metrics (Prometheus), API docs at /docs. Concurrent requests are batched into one forward pass. "
-        "Generation models (captioning, vqa, transcription, chat) are not served yet: use generate / chat / "
-        "predict. Needs pip install 'polymodal[serve]'.",
+        "/v1/model, POST /v1/predict, /v1/embed and /v1/retrieve (alignment models; retrieve needs --index), POST "
+        "/v1/generate (generation models: captioning, vqa, transcription, chat; JSON answer or server-sent events), "
+        "GET /metrics (Prometheus), API docs at /docs. Concurrent predict / embed requests are batched into one "
+        "forward pass; generation requests run one at a time. Needs pip install 'polymodal[serve]'.",
     )
     parser.add_argument("model", help="model directory (or run directory)")
     parser.add_argument("--host", default=None,
@@ -67,6 +68,8 @@ def add_parser(sub) -> None:
                         help="longest audio clip, from its header, else 422 (default: %(default)g)")
     parser.add_argument("--max-text-chars", type=positive, default=DEFAULTS.max_text_chars,
                         help="longest text in characters, else 422 (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=positive, default=DEFAULTS.max_new_tokens,
+                        help="most new tokens a /v1/generate request may ask for, else 422 (default: %(default)s)")
     parser.add_argument("--max-queue", type=positive, default=DEFAULTS.max_queue,
                         help="requests waiting for the model at once, else 503 (default: %(default)s)")
     parser.add_argument("--timeout-s", type=_positive_float, default=DEFAULTS.timeout_s,
@@ -80,7 +83,7 @@ def add_parser(sub) -> None:
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     limits = ServeLimits(max_body_bytes=int(args.max_body_mb * 2**20), max_image_pixels=args.max_image_pixels,
                          max_audio_seconds=args.max_audio_seconds, max_text_chars=args.max_text_chars,
-                         max_queue=args.max_queue, timeout_s=args.timeout_s)
+                         max_new_tokens=args.max_new_tokens, max_queue=args.max_queue, timeout_s=args.timeout_s)
     api_key = args.api_key if args.api_key is not None else os.environ.get("POLYMODAL_API_KEY") or None
     return ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, api_key=api_key, limits=limits)
 

@@ -1,10 +1,14 @@
-"""Tiny saved models (a classifier, an alignment model + a gallery index) and in-memory media files for the
-serving tests. Everything is built in temp dirs; nothing is read from outside tests/."""
+"""Tiny saved models (a classifier, an alignment model + a gallery index, a chat model that reads images and audio)
+and in-memory media files for the serving tests, and a real uvicorn server on loopback. Everything is built in
+temp dirs; nothing is read from outside tests/."""
 
 from __future__ import annotations
 
 import io
 import json
+import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -16,11 +20,12 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 pytest.importorskip("multipart", reason="python-multipart is not installed: pip install 'polymodal[serve]'")
 pytest.importorskip("prometheus_client", reason="prometheus_client is not installed: pip install 'polymodal[serve]'")
 
-from polymodal.config import ModelConfig, from_dict  # noqa: E402
+from polymodal.config import ModelConfig, RunConfig, from_dict  # noqa: E402
 from polymodal.inference import Predictor  # noqa: E402
 from polymodal.inference.retrieval import EmbeddingIndex  # noqa: E402
 from polymodal.models import AlignmentModel, MultimodalModel  # noqa: E402
 from polymodal.models.aligner import AlignmentConfig  # noqa: E402
+from polymodal.tasks import get_task  # noqa: E402
 
 LABELS = ["bird", "cat", "dog"]
 # Names differ from kinds on purpose: requests may use either ("photo" or "image").
@@ -37,6 +42,21 @@ ALIGN_MODALITIES = {
     "voice": {"kind": "audio", "encoder": "audio_cnn", "options": {"channels": [4, 8]},
               "processor": {"sample_rate": 8000, "max_seconds": 0.5, "n_mels": 16, "n_fft": 256, "hop_length": 80}},
     "caption": {"kind": "text", "options": {"dim": 16, "depth": 1, "heads": 2}, "processor": {"vocab_size": 256}},
+}
+
+# An untrained chat model (image + audio attachments, a 2-layer decoder with wide random logits so greedy decoding
+# says something): built by its task like `polymodal train` does, in about two seconds on a CPU.
+TINY_DECODER = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "max_position_embeddings": 256, "initializer_range": 0.5}
+CHAT_MODEL = {
+    "modalities": {
+        "image": {"encoder": {"kind": "image", "processor": {"image_size": 16, "max_pixels": 20_000},
+                              "options": {"channels": [8, 16, 16]}}, "freeze_encoder": False},
+        "audio": {"encoder": {"kind": "audio", "processor": {"sample_rate": 8000, "max_seconds": 0.5, "n_mels": 16,
+                                                             "n_fft": 256, "hop_length": 80, "max_seconds_file": 3.0},
+                              "options": {"channels": [8, 16]}}, "freeze_encoder": False},
+    },
+    "decoder": {"options": TINY_DECODER}, "tokenizer": {"vocab_size": 300},
 }
 
 
@@ -105,3 +125,44 @@ def index_dir(tmp_path_factory, align_dir, gallery):
     EmbeddingIndex(embeddings, ids=[p.stem for p in gallery], metadata=metadata).save(directory)
     (directory / "retrieval.json").write_text(json.dumps({"model_dir": str(align_dir), "modality": "photo"}))
     return directory
+
+
+@pytest.fixture(scope="session")
+def generation_dir(tmp_path_factory):
+    """A saved chat model (task "chat": image and audio attachments) whose saved decoding default is 8 new tokens."""
+    torch.manual_seed(0)
+    config = from_dict(RunConfig, {"task": "chat", "data": {"name": "spoken-digits", "limit": 4}, "model": CHAT_MODEL,
+                                   "generate": {"max_new_tokens": 8}})
+    directory = tmp_path_factory.mktemp("chat")
+    get_task("chat").build_model(config, []).save_pretrained(directory)
+    return directory
+
+
+class LoopbackServer:
+    """uvicorn on 127.0.0.1 in a thread, for as long as the ``with`` block lasts."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -9,13 +9,10 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import LABELS, png_bytes, wav_bytes
+from conftest import LABELS, LoopbackServer, png_bytes, wav_bytes
 
 from polymodal.inference import Predictor
 from polymodal.inference.retrieval import EmbeddingIndex
@@ -29,36 +26,6 @@ if CHROMIUM is None or not Path(CHROMIUM).exists():
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-default-apps", "--disable-extensions", "--disable-sync",
                  "--no-first-run", "--metrics-recording-only", "--mute-audio"]
-
-
-class LoopbackServer:
-    """uvicorn on 127.0.0.1 in a thread, for as long as the ``with`` block lasts."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@
     app = create_app(Predictor("runs/x"), ServeSettings(max_batch=16), index=EmbeddingIndex.load("runs/x/index"))
 
 Routes (OpenAPI at ``/docs``): ``GET /`` (the web page), ``GET /health``, ``GET /v1/model``,
-``POST /v1/predict``, ``POST /v1/embed``, ``POST /v1/retrieve``, ``GET /metrics``. With an API key set,
-``/v1/*`` and ``/metrics`` need ``Authorization: Bearer KEY`` (401 otherwise); the page, ``/health`` and
-the docs stay open.
+``POST /v1/predict``, ``POST /v1/embed``, ``POST /v1/retrieve``, ``POST /v1/generate`` (generation models:
+:mod:`.generate_route`), ``GET /metrics``. A route the model's task cannot answer is a 400 naming the routes it
+does answer. With an API key set, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer KEY`` (401
+otherwise); the page, ``/health`` and the docs stay open.
 
 Every error is JSON, ``{"error": {"status", "code", "message", "field", "limit"}}`` (:class:`~.limits.RequestError`);
 an unexpected exception gives a 500 with a generic message and its traceback goes to the server log only.
@@ -36,6 +37,8 @@ from ...tasks.predictions import PredictionError
 from ..predictor import NonFiniteModelError, Predictor
 from .batching import BatcherClosedError, DynamicBatcher, QueueFullError
 from .engine import ModelRunner
+from .generate_route import add_generate_route
+from .generation import JobBuilder
 from .inputs import InputSpec, PreparedSample, RawField, fields_from_json
 from .limits import RequestError, ServeSettings
 from .metrics import ServeMetrics
@@ -43,6 +46,7 @@ from .middleware import BodyTooLarge, ServeMiddleware, error_response
 from .schemas import (
     EmbedResponse,
     ErrorResponse,
+    GenerateRequest,
     HealthResponse,
     IndexInfo,
     InputsRequest,
@@ -57,6 +61,7 @@ from .schemas import (
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text} for status, text in (
         (401, "missing or wrong bearer token"), (413, "request body over max_body_bytes"),
+        (400, "a route this model's task does not answer"), (415, "a body type the route does not take"),
         (422, "invalid, corrupt or over-limit input, unknown modality"), (503, "queue full (max_queue)"),
         (504, "no result within timeout_s"))
 }
@@ -112,13 +117,17 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
             self.queued(refused=True)
     batcher = DynamicBatcher(runner.run, settings.max_batch, settings.max_wait_ms, limits.max_queue,
                              on_batch=lambda op, size, seconds: metrics_box["m"].observe_batch(op, size, seconds),
-                             incoming=lambda: on_the_way["count"])
+                             incoming=lambda: on_the_way["count"], op_max_batch={"generate": 1})
     metrics = ServeMetrics(lambda: batcher.depth)
     metrics_box["m"] = metrics
     model = predictor.model
     task = predictor.task_name  # the model's recorded task ("classification", "alignment"): what routes it answers
-    routes = ["/v1/predict"] + (["/v1/embed"] if predictor.can_embed else [])
-    routes += ["/v1/retrieve"] if index is not None else []
+    builder = JobBuilder(predictor.generator, spec, limits, tmp_root) if predictor.generates else None
+    if predictor.generates:
+        routes = ["/v1/generate"]
+    else:
+        routes = ["/v1/predict"] + (["/v1/embed"] if predictor.can_embed else [])
+        routes += ["/v1/retrieve"] if index is not None else []
     kinds = spec.kinds
 
     async def lifespan(app: FastAPI):
@@ -127,8 +136,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
 
     app = FastAPI(title="polymodal", version=__version__, lifespan=lifespan,
                   description=f"Serving a polymodal {task} model ({', '.join(f'{n}: {k}' for n, k in kinds.items())}). "
-                  "Inputs go as multipart/form-data (a file per image / audio modality, a field per text modality) "
-                  "or as JSON with base64 file data.")
+                  + ("POST /v1/generate takes JSON: a prompt or messages, base64 attachments, decoding options; "
+                     "stream=true answers with server-sent events." if predictor.generates else
+                     "Inputs go as multipart/form-data (a file per image / audio modality, a field per text modality) "
+                     "or as JSON with base64 file data."))
     app.state.batcher, app.state.metrics, app.state.spec = batcher, metrics, spec
     app.add_middleware(ServeMiddleware, max_body_bytes=limits.max_body_bytes, metrics=metrics)
     bearer = HTTPBearer(auto_error=False, description="the server's --api-key")
@@ -266,9 +277,11 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
             labels=predictor.labels, routes=routes,
             limits={"max_body_bytes": limits.max_body_bytes, "max_image_pixels": limits.max_image_pixels,
                     "max_audio_seconds": limits.max_audio_seconds, "max_text_chars": limits.max_text_chars,
-                    "max_queue": limits.max_queue, "timeout_s": limits.timeout_s},
+                    "max_new_tokens": limits.max_new_tokens, "max_queue": limits.max_queue,
+                    "timeout_s": limits.timeout_s},
             batching={"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms},
-            index=index_part, auth=settings.api_key is not None,
+            index=index_part, decoding=builder.defaults() if builder is not None else None,
+            auth=settings.api_key is not None,
             versions={"polymodal": __version__, "torch": torch.__version__, "fastapi": fastapi.__version__,
                       "python": platform.python_version()},
         )
@@ -278,6 +291,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
     async def predict(request: Request) -> PredictResponse:
         """The task's prediction for one sample (any subset of the model's modalities): label + probabilities;
         an alignment model gives the zero-shot label of its image / audio inputs."""
+        refuse_generation("/v1/predict")
         with Arrival() as arrival:
             fields, _ = await read_fields(request, InputsRequest)
             prepared = await prepare(fields)
@@ -287,7 +301,14 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
         return PredictResponse(label=prediction.label, probabilities=prediction.probabilities,
                                modalities=prediction.modalities, batch_size=result.batch_size)
 
+    def refuse_generation(route: str) -> None:
+        if predictor.generates:
+            raise RequestError(400, "unsupported", f"{route} answers classification and alignment models; this is a "
+                               f"{task} model, which generates text: use POST /v1/generate with {{\"prompt\": ..., "
+                               "\"image\": base64, ...}", None)
+
     def require_embeddings(route: str) -> None:
+        refuse_generation(route)
         if not predictor.can_embed:
             raise RequestError(400, "unsupported", f"{route} needs an alignment model (a shared embedding space); "
                                f"this is a {task} model ({predictor.head_task or 'no embeddings'}): use POST "
@@ -338,13 +359,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, inde
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model_cls in (InputsRequest, RetrieveRequest):
+            for model_cls in (InputsRequest, RetrieveRequest, GenerateRequest):
                 body = model_cls.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(body.pop("$defs", {}))
                 components[model_cls.__name__] = body
             app.openapi_schema = schema
         return app.openapi_schema
 
+    add_generate_route(app, predictor=predictor, builder=builder, batcher=batcher, limits=limits, metrics=metrics,
+                       auth=auth, arrival=Arrival, responses=ERROR_RESPONSES)
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 

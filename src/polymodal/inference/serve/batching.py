@@ -4,7 +4,9 @@ The first request to wait opens a window of ``max_wait_ms``; requests of the sam
 embed) that arrive within it join the batch until it holds ``max_batch``; then the worker runs the whole batch
 as ONE call of ``run(op, payloads)``. This is the scheme of NVIDIA Triton's dynamic batcher
 (``max_queue_delay_microseconds``, ``preferred_batch_size``) and TorchServe's ``batch_size`` / ``max_batch_delay``.
-``max_batch=1`` turns batching off (every request runs alone, none waits).
+``max_batch=1`` turns batching off (every request runs alone, none waits). ``op_max_batch`` lowers the size for
+some ops: text generation (op ``generate``) runs one request at a time, since its requests differ in decoding
+options and length and a batch would hold every answer until the longest is done.
 
 One refinement over a fixed window: given ``incoming()`` (how many requests the server has admitted that are
 still being read and checked, i.e. on their way to the queue), the worker stops waiting as soon as none is on
@@ -64,12 +66,15 @@ class DynamicBatcher:
 
     def __init__(self, run: Callable[[str, list[Any]], list[Any]], max_batch: int = 16, max_wait_ms: float = 5.0,
                  max_queue: int = 256, on_batch: Callable[[str, int, float], None] | None = None,
-                 incoming: Callable[[], int] | None = None):
+                 incoming: Callable[[], int] | None = None, op_max_batch: dict[str, int] | None = None):
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError(f"max_batch ({max_batch}) and max_queue ({max_queue}) must be >= 1, "
                              f"max_wait_ms ({max_wait_ms}) >= 0")
         self._run = run
         self.max_batch = max_batch
+        self.op_max_batch = dict(op_max_batch or {})
+        if any(size < 1 for size in self.op_max_batch.values()):
+            raise ValueError(f"op_max_batch sizes must be >= 1, got {self.op_max_batch}")
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self._on_batch = on_batch
@@ -110,6 +115,9 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------------------------------------ worker
 
+    def _limit(self, op: str) -> int:
+        return min(self.max_batch, self.op_max_batch.get(op, self.max_batch))
+
     def _count(self, op: str) -> int:
         return sum(1 for item in self._queue if item.op == op)
 
@@ -122,7 +130,8 @@ class DynamicBatcher:
                 self._cond.wait()
             first = self._queue[0]
             deadline = first.enqueued + self.max_wait
-            while not self._closed and self._count(first.op) < self.max_batch:
+            limit = self._limit(first.op)
+            while not self._closed and self._count(first.op) < limit:
                 if self._incoming is not None and self._incoming() <= 0:
                     break  # no request is on its way: waiting could only add latency
                 remaining = deadline - time.monotonic()
@@ -131,7 +140,7 @@ class DynamicBatcher:
                 self._cond.wait(remaining)
             batch, kept = [], deque()
             for item in self._queue:  # same op, arrival order; other ops stay queued for the next batch
-                (batch if item.op == first.op and len(batch) < self.max_batch else kept).append(item)
+                (batch if item.op == first.op and len(batch) < limit else kept).append(item)
             self._queue = kept
             return batch
 

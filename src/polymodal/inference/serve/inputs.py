@@ -124,8 +124,15 @@ class InputSpec:
         self.limits = limits
         self.tmp_root = tmp_root
         model = predictor.model
-        self.processors = model.processors  # built now, once, not lazily from several request threads
-        self.kinds = {name: model.config.modalities[name].kind for name in model.modality_names}
+        if getattr(predictor, "generates", False):
+            # a generation model's inputs are attachments, each with its encoder's processor (an attachment without
+            # an encoder config is fed by the caller's own code: nothing a request could send)
+            self.processors = predictor.generator.processors  # built now, once, not lazily from request threads
+            self.kinds = {name: att.encoder.kind for name, att in model.config.modalities.items()
+                          if att.encoder is not None}
+        else:
+            self.processors = model.processors  # built now, once, not lazily from several request threads
+            self.kinds = {name: model.config.modalities[name].kind for name in model.modality_names}
         kinds = list(self.kinds.values())
         self.aliases = {kind: name for name, kind in self.kinds.items() if kinds.count(kind) == 1 and kind not in self.kinds}
         self.max_pixels, self.pixel_source = self._cap("image", lambda p: getattr(getattr(p, "config", None),
@@ -214,7 +221,13 @@ class InputSpec:
                                  {"name": "max_text_chars", "value": self.limits.max_text_chars})
         return raw.value
 
-    def _file(self, raw: RawField, name: str, tmpdir: Path) -> str:
+    def file(self, raw: RawField, name: str, tmpdir: Path, stem: str | None = None) -> str:
+        """One image / audio field → the path of its checked copy in ``tmpdir`` (named ``stem``, default the
+        modality name: give distinct stems for several files of one modality). Raises RequestError (422) naming
+        ``raw.key`` for a wrong type, bad base64, a corrupt file or one over a limit."""
+        return self._file(raw, name, tmpdir, stem)
+
+    def _file(self, raw: RawField, name: str, tmpdir: Path, stem: str | None = None) -> str:
         kind = self.kinds[name]
         if isinstance(raw.value, str) and raw.json:
             raw = RawField(raw.key, decode_base64(raw.value, raw.key), raw.filename)
@@ -224,7 +237,7 @@ class InputSpec:
         if not raw.value:
             raise _unprocessable("invalid_input", f"field {raw.key!r}: the {kind} file is empty", raw.key)
         suffix = Path(raw.filename or "").suffix
-        path = tmpdir / f"{name}{suffix if _SAFE_SUFFIX.match(suffix) else ''}"
+        path = tmpdir / f"{stem or name}{suffix if _SAFE_SUFFIX.match(suffix) else ''}"
         path.write_bytes(raw.value)
         shown = f"{raw.key} ({raw.filename})" if raw.filename else raw.key
         if kind == "image":

@@ -9,7 +9,9 @@ limit               status  checked
 max_body_bytes      413     from Content-Length, and while the body streams in (chunked uploads)
 max_image_pixels    422     width × height from the image header, before any pixel is decoded
 max_audio_seconds   422     frames / sample rate from the audio header, before any sample is decoded
-max_text_chars      422     characters of a text input (the tokenizer still truncates to max_length tokens)
+max_text_chars      422     characters of a text input (the tokenizer still truncates to max_length tokens);
+                            for /v1/generate, the prompt or all message contents together
+max_new_tokens      422     a /v1/generate request's max_new_tokens (a saved default above it is lowered to it)
 max_queue           503     requests waiting for the batching worker (with Retry-After)
 timeout_s           504     seconds a request may wait for its result (queue + forward pass)
 ==================  ======  ==========================================================================
@@ -65,6 +67,7 @@ class ServeLimits:
     max_image_pixels: int = 16_000_000
     max_audio_seconds: float = 60.0
     max_text_chars: int = 10_000
+    max_new_tokens: int = 512
     max_queue: int = 256
     timeout_s: float = 30.0
 

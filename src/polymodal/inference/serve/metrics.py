@@ -7,7 +7,9 @@ Each app gets its own ``CollectorRegistry`` (two apps in one process, as in test
 - ``polymodal_batch_size{op}``: histogram of how many requests shared a forward pass;
 - ``polymodal_batch_seconds{op}``: histogram of the forward-pass time of a batch;
 - ``polymodal_queue_depth``: requests waiting for the batching worker, read at scrape time;
-- ``polymodal_rejected_total{reason}``: requests refused by a limit (body, queue, timeout, input, auth).
+- ``polymodal_rejected_total{reason}``: requests refused by a limit (body, queue, timeout, input, auth);
+- ``polymodal_generations_total{finish_reason}``: generations finished (stop, length, cancelled);
+- ``polymodal_generated_tokens_total``: new tokens generated.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class ServeMetrics:
                                        buckets=LATENCY_BUCKETS, registry=self.registry)
         self.rejected = Counter("polymodal_rejected", "Requests refused by a limit or check, by reason",
                                 ["reason"], registry=self.registry)
+        self.generations = Counter("polymodal_generations", "Generations finished, by finish reason",
+                                   ["finish_reason"], registry=self.registry)
+        self.generated_tokens = Counter("polymodal_generated_tokens", "New tokens generated", registry=self.registry)
         depth = Gauge("polymodal_queue_depth", "Requests waiting for the batching worker", registry=self.registry)
         depth.set_function(queue_depth)
 
@@ -52,6 +57,10 @@ class ServeMetrics:
     def observe_batch(self, op: str, size: int, seconds: float) -> None:
         self.batch_size.labels(op=op).observe(size)
         self.batch_seconds.labels(op=op).observe(seconds)
+
+    def observe_generation(self, finish_reason: str, tokens: int) -> None:
+        self.generations.labels(finish_reason=finish_reason).inc()
+        self.generated_tokens.inc(tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,9 +8,9 @@ text modalities take a string, image / audio modalities take base64 data (a plai
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 
 class FileInput(BaseModel):
@@ -35,6 +35,80 @@ class RetrieveRequest(InputsRequest):
     """One query input (any modality of the model) and how many gallery items to return."""
 
     k: int = Field(default=5, ge=1, le=1000, description="how many nearest items to return")
+
+
+MAX_BEAMS = 8  # beams multiply the KV cache: a cap per request, like max_new_tokens
+MAX_STOP_STRINGS = 8
+MAX_STOP_CHARS = 100
+
+FileData = StrictStr | FileInput  # base64 (or a data: URL), or {"base64": ..., "filename": ...}
+Attachment = FileData | list[FileData]  # one file, or several of the same modality (in order)
+
+
+class ChatMessage(BaseModel):
+    """One turn of a conversation; its attachments are read at this turn (their placeholders go in front of its
+    text unless the text holds them, e.g. ``"<image> what is this?"``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr
+    image: Attachment | None = Field(default=None, description="image(s) of this turn: base64 or a data: URL")
+    audio: Attachment | None = Field(default=None, description="audio clip(s) of this turn: base64 WAV / FLAC")
+    attachments: dict[str, Attachment] | None = Field(
+        default=None, description="attachments by modality name (or kind), for models with other names")
+
+
+class GenerateRequest(BaseModel):
+    """``prompt`` (+ ``image`` / ``audio``) or ``messages``, and decoding options; unset options take the defaults
+    saved with the model (``GET /v1/model`` shows them). Option names and meanings are Hugging Face ``generate``'s
+    (``stop`` is its ``stop_strings``)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"prompt": "what color is the square?", "image": "data:image/png;base64,iVBORw0KGgo...", "max_new_tokens": 16},
+        {"messages": [{"role": "user", "content": "describe the picture.", "image": "iVBORw0KGgo..."}],
+         "do_sample": True, "temperature": 0.7, "top_p": 0.9, "seed": 0, "stream": True},
+    ]})
+    prompt: StrictStr | None = Field(default=None, description="the question / instruction (one user turn)")
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=64,
+                                               description="a conversation ending with a user turn (instead of prompt)")
+    image: Attachment | None = Field(default=None, description="image(s) for the prompt (or the last user turn)")
+    audio: Attachment | None = Field(default=None, description="audio clip(s) for the prompt (or the last user turn)")
+    attachments: dict[str, Attachment] | None = Field(default=None, description="attachments by modality name")
+    max_new_tokens: StrictInt | None = Field(default=None, ge=1, description="most new tokens (server cap: "
+                                             "max_new_tokens in GET /v1/model limits)")
+    do_sample: StrictBool | None = Field(default=None, description="sample (true) or greedy / beam search (false)")
+    temperature: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=100, allow_inf_nan=False,
+                                                        description="sampling temperature (do_sample)")
+    top_k: StrictInt | None = Field(default=None, ge=0, le=1_000_000, description="sample from the k likeliest "
+                                    "tokens; 0 = off (do_sample)")
+    top_p: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=1, allow_inf_nan=False,
+                                                  description="nucleus sampling mass (do_sample)")
+    num_beams: StrictInt | None = Field(default=None, ge=1, le=MAX_BEAMS, description="beam search width; 1 = off; "
+                                        "not with stream")
+    repetition_penalty: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=100, allow_inf_nan=False,
+                                                               description="CTRL repetition penalty; 1 = off")
+    stop: StrictStr | list[StrictStr] | None = Field(default=None, description=f"stop strings (at most "
+                                                     f"{MAX_STOP_STRINGS}): the answer ends before the first one")
+    seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1, description="seed of the sampling RNG "
+                                   "(do_sample): the same seed and options give the same text")
+    stream: StrictBool = Field(default=False, description="answer as server-sent events (text/event-stream)")
+
+
+class GenerateTimings(BaseModel):
+    queue_ms: float = Field(description="from the request's arrival at the queue to the start of its generation")
+    first_token_ms: float | None = Field(description="from the start of generation to the first new token "
+                                         "(prefill: attachments encoded, prompt read)")
+    generate_ms: float = Field(description="the whole generation, attachments decoded included")
+    tokens_per_second: float | None = Field(description="new tokens / generate time")
+
+
+class GenerateResponse(BaseModel):
+    text: str = Field(description="the answer: special tokens removed, cut before the first stop string, stripped")
+    tokens: int = Field(description="new tokens generated (the end-of-sequence token included when one ended it)")
+    prompt_tokens: int = Field(description="tokens read by the decoder: the prompt with attachments expanded")
+    finish_reason: Literal["stop", "length", "cancelled"] = Field(
+        description="stop: end of sequence or a stop string; length: max_new_tokens reached")
+    timings: GenerateTimings
 
 
 class PredictResponse(BaseModel):
@@ -78,7 +152,8 @@ class IndexInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    task: str = Field(description="the model's task, as recorded when it was saved: classification or alignment")
+    task: str = Field(description="the model's task, as recorded when it was saved: classification, alignment, or a "
+                      "generation task (captioning, vqa, transcription, chat)")
     head_task: str | None = Field(default=None, description="a classifier's head: multiclass, binary or multilabel "
                                   "(null for a model without a classification head)")
     architecture: str
@@ -88,6 +163,8 @@ class ModelInfo(BaseModel):
     limits: dict[str, Any]
     batching: dict[str, Any]
     index: IndexInfo | None = None
+    decoding: dict[str, Any] | None = Field(default=None, description="a generation model's decoding defaults "
+                                            "(a /v1/generate request's unset options)")
     auth: bool = Field(description="whether /v1/* needs an Authorization: Bearer token")
     versions: dict[str, str]
 
@@ -109,5 +186,6 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-__all__ = ["EmbedResponse", "ErrorResponse", "FileInput", "HealthResponse", "InputsRequest", "ModelInfo",
+__all__ = ["ChatMessage", "EmbedResponse", "ErrorResponse", "FileInput", "GenerateRequest", "GenerateResponse",
+           "GenerateTimings", "HealthResponse", "InputsRequest", "ModelInfo",
            "PredictResponse", "RetrieveRequest", "RetrieveResponse", "RetrievedItem"]

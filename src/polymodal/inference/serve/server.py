@@ -3,6 +3,7 @@
     polymodal serve runs/x                                   # http://127.0.0.1:8000  (page at /, API docs at /docs)
     polymodal serve runs/align --index runs/align/index      # + POST /v1/retrieve
     polymodal serve runs/x --host 0.0.0.0 --api-key "$KEY"   # on the network: explicit --host, bearer token
+    polymodal serve runs/vqa --max-new-tokens 128            # a generation model: POST /v1/generate
 """
 
 from __future__ import annotations
@@ -63,11 +64,6 @@ def build_app(model_dir: str | os.PathLike, settings: ServeSettings, index_dir: 
     from .app import create_app
 
     predictor = Predictor(model_dir, device=device, overrides=overrides)
-    if predictor.generates:  # refused here, not per request: the routes predict labels / embeddings
-        raise ServeError(f"{model_dir} holds a {predictor.task_name} model (text generation), which polymodal serve "
-                         f"does not serve yet (its routes answer labels and embeddings); generate with `polymodal "
-                         f"generate {model_dir} --image X --prompt ...`, `polymodal chat {model_dir}`, `polymodal "
-                         f"predict {model_dir} --data rows.jsonl --out out.jsonl`, or Predictor(dir).generate(...)")
     # as for training (docs/PERFORMANCE.md): intra-op threads by model size when the CLI's thread policy is on
     apply_thread_policy(predictor.model)
     index, info = load_index(index_dir, predictor) if index_dir is not None else (None, None)
