@@ -126,6 +126,13 @@ def test_choose_num_threads_by_model_size():
     assert threads.choose_num_threads(151_000_000, 0) == 1
 
 
+def test_choose_num_threads_by_the_work_of_a_step():
+    # once a step's FLOPs are known they decide, not the parameter count
+    assert threads.choose_num_threads(430_000, 2, step_flops=2.8e9) == 2  # the VQA demo's small conv net + LM
+    assert threads.choose_num_threads(430_000, 2, step_flops=threads.SMALL_STEP_FLOPS - 1) == 1
+    assert threads.choose_num_threads(151_000_000, 4, step_flops=3e8) == 1
+
+
 @pytest.fixture
 def restore_threads(monkeypatch):
     before = torch.get_num_threads()
@@ -167,8 +174,15 @@ def test_trainer_applies_the_policy(restore_threads, monkeypatch, tmp_path):
     net = fixtures.model()
     assert sum(p.numel() for p in net.parameters()) < threads.SMALL_MODEL_PARAMS
     train, val = fixtures.loaders(train_size=16)
+    seen = []
+    real = threads.apply_thread_policy
+    monkeypatch.setattr("polymodal.training.trainer.apply_thread_policy",
+                        lambda model, environ=None, step_flops=None: seen.append(step_flops) or real(
+                            model, environ, step_flops))
     Trainer(net, fixtures.train_config(epochs=1), train, val_loader=val, run_dir=tmp_path).fit()
     assert torch.get_num_threads() == 1
+    # first by size, then once by the first step's forward FLOPs (counted: positive, and once only)
+    assert len(seen) == 2 and seen[0] is None and 0 < seen[1] < threads.SMALL_STEP_FLOPS
 
 
 # ---------------------------------------------------------------------------------- benchmarks/contention.py

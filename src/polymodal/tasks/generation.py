@@ -47,11 +47,14 @@ def load_rows(config: RunConfig, split: str) -> tuple[list[dict[str, Any]], Path
         if task not in BUILTIN_SETS[name]:
             raise ConfigError(f"data.name: the {name} set has no {task} rows (its tasks: {', '.join(BUILTIN_SETS[name])})")
         if name == "scenes":
-            from ..data.builtin.scenes import DEFAULT_SIZES, scene_records
+            from ..data.builtin.scenes import DEFAULT_SIZES, scene_records, vqa_training_rows
 
             # data.limit caps each split (like every data set's limit); the set's own sizes otherwise
             size = DEFAULT_SIZES[split] if config.data.limit is None else min(config.data.limit, DEFAULT_SIZES[split])
-            rows = scene_records(split, ROW_TASK[task], size)
+            if task == "vqa" and split == "train":
+                rows = vqa_training_rows(size)
+            else:
+                rows = scene_records(split, ROW_TASK[task], size)
         else:
             from ..data.builtin.spoken_digits_generation import generation_records
 

@@ -198,6 +198,9 @@ def evaluate_generation(task: str, model: nn.Module, loader: DataLoader, *, devi
         for row, score in zip(rows, scores):
             per_type[row.get("question_type") or "all"].append(float(score))
         report["per_type"] = {t: {"exact_match": sum(v) / len(v), "n": len(v)} for t, v in sorted(per_type.items())}
+        # The blind model learns from the training rows that ask a question; other rows of a mixed training set
+        # (the built-in scenes set adds caption rows) tell a question-only model nothing.
+        train_rows = [r for r in train_rows or [] if "question_type" in r and "question" in r]
         if train_rows and all("question_type" in r and "question" in r for r in rows):
             from ..data.builtin.generation_format import blind_baseline
 

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from ..config import ConfigError, TrainConfig, save_config
 from ..tasks.base import Task
 from ..tasks.base import mean_loss as _mean_loss
-from ..threads import apply_thread_policy
+from ..threads import apply_thread_policy, policy_enabled
 from . import distributed as dist_utils
 from . import fsdp
 from .accumulation import share_of_step, step_micro_batches
@@ -278,6 +278,7 @@ class Trainer(RunGuards):
             self.logger.truncate_after(self.state["global_step"], self.state["epoch"])
         self._steps_this_call = 0
         apply_thread_policy(self.model)  # intra-op threads by model size, when the CLI's policy is on
+        self._count_step_flops = policy_enabled() and not self.distributed  # then by the first step's FLOPs
         self.model.train()
         error: BaseException | None = None  # how the run ended, for the trackers
         try:
@@ -308,6 +309,18 @@ class Trainer(RunGuards):
             self.logger.close(error, {**self.summary(), "finished": self.state["finished"]})
         return self.summary()
 
+    _no_counter = contextlib.nullcontext()
+
+    def _step_flop_counter(self):
+        """A FlopCounterMode for the first forward of this fit call when the thread policy sizes the threads by
+        work (once: counting slows a forward), else a no-op context."""
+        if not getattr(self, "_count_step_flops", False):
+            return self._no_counter
+        self._count_step_flops = False
+        from torch.utils.flop_counter import FlopCounterMode
+
+        return FlopCounterMode(display=False)
+
     def _run_epoch(self, batches, stop_after_steps: int | None) -> str | None:
         """Train through the rest of an epoch; "steps" when stopped by ``stop_after_steps``, "signal" when
         stopped on SIGINT / SIGTERM (both at an optimizer-step boundary), None at the end of the epoch."""
@@ -331,8 +344,11 @@ class Trainer(RunGuards):
             # DDP: all-reduce gradients once per optimizer step, on its last micro-batch.
             defer_sync = self.distributed and pending + 1 < group
             with self.forward_model.no_sync() if defer_sync else contextlib.nullcontext():
-                with self.autocast():
+                counter = self._step_flop_counter()
+                with self.autocast(), counter:
                     output = self.task.training_output(self.model, self.forward_model(batch), batch)
+                if counter is not self._no_counter:  # the first step of this fit: size the threads by its work
+                    apply_thread_policy(self.model, step_flops=counter.get_total_flops())
                 loss = output.loss
                 self._check_finite(loss, "loss", batch)
                 share = share_of_step(output, micro, len(batch))  # Σ over the step's micro-batches = the step loss
