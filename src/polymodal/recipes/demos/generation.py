@@ -4,15 +4,16 @@ to the baselines that say whether it looks at its attachments.
 - ``vqa``: the procedural scenes set (coloured shapes; questions about colour, shape, count, left / right, nearest
   with balanced answers). Baselines: the question-only ("blind") model — the most frequent training answer per
   question type and per exact question text — and chance. The model must beat the blind baseline by more than the
-  width of its bootstrap CI to have learned to read the picture.
+  width of its bootstrap CI to have learned to read the picture. Its training split mixes in captions of other
+  scenes (``data.builtin.scenes.vqa_training_rows``).
 - ``caption``: the scenes set's captions (objects left to right). Baseline: a constant caption (the most frequent
   training reference), scored with the same COCO metrics.
 - ``chat``: spoken digits, a two-turn conversation about a handwritten digit and a recording ("what digit is in
   the picture?" then "do the picture and the recording show the same digit?"). Baselines: chance (0.5 on the
   yes / no turn) and the majority answer.
 
-Every model: a small CNN per attachment (trained, not frozen: from scratch there is nothing to freeze) → MLP
-connector → a tiny Llama decoder with a byte-level BPE tokenizer trained on the training texts. Results go to
+Every model: a small CNN per attachment (trained, not frozen: from scratch there is nothing to freeze; the
+scenes' image CNN with 2-D positions on an 8 × 8 token grid) → MLP connector → a tiny Llama decoder with a byte-level BPE tokenizer trained on the training texts. Results go to
 out/results.json and out/results.md; the run directory (best/ usable with ``polymodal generate``) to out/run.
 """
 
@@ -51,7 +52,7 @@ def _scene_image(quick: bool) -> dict[str, Any]:
 # Epochs and peak learning rates per demo (full, --quick). 3e-3, the rate of the first version, trained the
 # answer prior and nothing visual (val loss flat at the question-only level for 10 epochs); 1e-3 and 5e-4 learn to
 # read the picture, 5e-4 best (the VQA model overfits the 6,000 scenes' rows from the 5th epoch at 1e-3).
-SCHEDULES = {"vqa": ((4, 5e-4), (3, 1e-3)), "caption": ((6, 5e-4), (3, 1e-3)), "chat": ((10, 3e-3), (2, 3e-3))}
+SCHEDULES = {"vqa": ((3, 5e-4), (3, 1e-3)), "caption": ((6, 5e-4), (3, 1e-3)), "chat": ((10, 3e-3), (2, 3e-3))}
 # Scenes per split of the --quick runs (the full runs use the set's own sizes).
 QUICK_SCENES = 800
 
