@@ -129,18 +129,12 @@ def predict_manifest(predictor: Predictor, data: str | os.PathLike, out: str | o
             written += _write_batch(handle, predictor, pending, embed)
             handle.flush()
             os.fsync(handle.fileno())
-        if written == 0:
-            raise DataError(f"manifest {str(data)!r}: no usable rows left ({len(skipped)} skipped); first problem: "
-                            f"{skipped[0]['reason'] if skipped else '(none)'}")
+        raise_if_nothing_written(data, written, skipped)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    if skipped:
-        preview = "\n  ".join(item["reason"] for item in skipped[:5])
-        more = f"\n  ... and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        warnings.warn(f"manifest {str(data)!r}: skipped {len(skipped)} of {len(rows)} rows (--on-error skip)\n  "
-                      f"{preview}{more}", stacklevel=2)
+    warn_skipped_rows(data, skipped, len(rows))
     return {"data": str(data), "out": str(out), "task": predictor.task_name, "rows": len(rows), "written": written,
             "skipped": skipped}
 
@@ -162,4 +156,21 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-__all__ = ["manifest_rows", "predict_manifest", "process_row", "read_predictions"]
+def raise_if_nothing_written(data: Any, written: int, skipped: list[dict[str, str]]) -> None:
+    """DataError when a manifest left no row to write (every row skipped), naming the first problem."""
+    if written == 0:
+        raise DataError(f"manifest {str(data)!r}: no usable rows left ({len(skipped)} skipped); first problem: "
+                        f"{skipped[0]['reason'] if skipped else '(none)'}")
+
+
+def warn_skipped_rows(data: Any, skipped: list[dict[str, str]], total: int) -> None:
+    """One warning listing the first five rows ``--on-error skip`` left out (and how many more)."""
+    if skipped:
+        preview = "\n  ".join(item["reason"] for item in skipped[:5])
+        more = f"\n  ... and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        warnings.warn(f"manifest {str(data)!r}: skipped {len(skipped)} of {total} rows (--on-error skip)\n  "
+                      f"{preview}{more}", stacklevel=3)
+
+
+__all__ = ["manifest_rows", "predict_manifest", "process_row", "raise_if_nothing_written", "read_predictions",
+           "warn_skipped_rows"]

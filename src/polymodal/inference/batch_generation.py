@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from ..data.errors import DataError
 from ..errors import PolymodalError
 from ..files import create_temp_file
 from ..generation.data import SampleBatch
+from .batch import raise_if_nothing_written, warn_skipped_rows
 
 # The field carrying a row's 1-based manifest line through the dataset (which copies unknown fields), so that an
 # error found while processing or generating still names its row.
@@ -85,18 +85,12 @@ def predict_generation_manifest(predictor: Any, data: str | os.PathLike, out: st
                     written += 1
             handle.flush()
             os.fsync(handle.fileno())
-        if written == 0:
-            raise DataError(f"manifest {str(data)!r}: no usable rows left ({len(skipped)} skipped); first problem: "
-                            f"{skipped[0]['reason'] if skipped else '(none)'}")
+        raise_if_nothing_written(data, written, skipped)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    if skipped:
-        preview = "\n  ".join(item["reason"] for item in skipped[:5])
-        more = f"\n  ... and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        warnings.warn(f"manifest {str(data)!r}: skipped {len(skipped)} of {len(rows)} rows (--on-error skip)\n  "
-                      f"{preview}{more}", stacklevel=2)
+    warn_skipped_rows(data, skipped, len(rows))
     return {"data": str(data), "out": str(out), "task": predictor.task_name, "rows": len(rows), "written": written,
             "skipped": skipped}
 
