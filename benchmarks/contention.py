@@ -11,8 +11,8 @@ killed. Policies (``--policies``, comma-separated):
 - ``default``  today's behaviour before issue #17: torch/OpenMP defaults (policy off);
 - ``passive``  ``OMP_WAIT_POLICY=PASSIVE``;
 - ``1thread``  ``OMP_NUM_THREADS=1``;  ``1thread+passive`` both;
-- ``polymodal`` the default of the CLI (``polymodal.threads``: OMP_WAIT_POLICY=PASSIVE + threads by model size);
-- ``spin:N``   the policy with a short spin ``GOMP_SPINCOUNT=N`` instead of PASSIVE (spin:10000 is the policy before).
+- ``polymodal`` the default of the CLI (``polymodal.threads``: short OpenMP spin GOMP_SPINCOUNT=10000 + threads by the work);
+- ``spin:N``   the policy with ``GOMP_SPINCOUNT=N`` instead of the built-in value (for tuning).
 
     python benchmarks/contention.py                        # full run → benchmarks/results/contention.md
     python benchmarks/contention.py --quick                # seconds-scale smoke run (tiny work), no file
@@ -47,8 +47,8 @@ POLICY_TEXT = {
     "passive": "OMP_WAIT_POLICY=PASSIVE",
     "1thread": "OMP_NUM_THREADS=1",
     "1thread+passive": "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE",
-    "polymodal": "the CLI's default (polymodal.threads: OMP_WAIT_POLICY=PASSIVE, threads chosen from the model's size)",
-    "spin": "the polymodal policy with a spin GOMP_SPINCOUNT=N instead of PASSIVE (10000: the policy before)",
+    "polymodal": "the CLI's default (polymodal.threads: short OpenMP spin GOMP_SPINCOUNT=10000, threads chosen from the work)",
+    "spin": "the polymodal policy with GOMP_SPINCOUNT=N",
 }
 # CLIP sizes: b32 = ViT-B/32; b32-2l = ViT-B/32's kernel shapes with 2 blocks per tower (same granularity,
 # ~1/6 of the step: a proxy when a full step is too slow to repeat); tiny = smoke test.

@@ -61,26 +61,27 @@ def test_cli_sets_openmp_env_before_torch_is_imported():
     assert seen["torch_after_entry_import"] is False  # importing the entry point must not load torch
     assert seen["torch_imported"] is True  # ...but the CLI does load it, and by then the env was set:
     env = seen["env"]
-    assert env["OMP_WAIT_POLICY"] == threads.WAIT_POLICY == "PASSIVE"
+    assert env["GOMP_SPINCOUNT"] == threads.GOMP_SPINCOUNT
+    assert env["KMP_BLOCKTIME"] == threads.KMP_BLOCKTIME
     assert env[threads.POLICY_ENV] == "auto"
-    assert env["GOMP_SPINCOUNT"] is None and env["OMP_NUM_THREADS"] is None  # not forced
+    assert env["OMP_WAIT_POLICY"] is None and env["OMP_NUM_THREADS"] is None  # not forced
     assert seen["env_after_entry_import"] == env
 
 
 @pytest.mark.parametrize(
     ("user", "expected"),
     [
-        # the user chose the wait behaviour: their value kept, nothing added
+        # the user chose the wait behaviour: no spin count added, their value kept
         ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None,
                                           "KMP_BLOCKTIME": None}),
         ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": None}),
-        # a spin the user chose is a wait-policy choice: no PASSIVE on top of it
-        ({"GOMP_SPINCOUNT": "500"}, {"GOMP_SPINCOUNT": "500", "OMP_WAIT_POLICY": None}),
-        ({"KMP_BLOCKTIME": "50"}, {"KMP_BLOCKTIME": "50", "OMP_WAIT_POLICY": None}),
+        # the user's spin settings win over ours; the other one still gets the default
+        ({"GOMP_SPINCOUNT": "500"}, {"GOMP_SPINCOUNT": "500", "KMP_BLOCKTIME": threads.KMP_BLOCKTIME}),
+        ({"KMP_BLOCKTIME": "50"}, {"KMP_BLOCKTIME": "50", "GOMP_SPINCOUNT": threads.GOMP_SPINCOUNT}),
         # a thread count set by the user is not touched (and not reset)
-        ({"OMP_NUM_THREADS": "3"}, {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": threads.WAIT_POLICY}),
+        ({"OMP_NUM_THREADS": "3"}, {"OMP_NUM_THREADS": "3", "GOMP_SPINCOUNT": threads.GOMP_SPINCOUNT}),
         # policy off: nothing set at all
-        ({threads.POLICY_ENV: "off"}, {threads.POLICY_ENV: "off", "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}),
+        ({threads.POLICY_ENV: "off"}, {threads.POLICY_ENV: "off", "GOMP_SPINCOUNT": None, "KMP_BLOCKTIME": None}),
     ],
 )
 def test_cli_leaves_user_set_values_alone(user, expected):
@@ -101,10 +102,10 @@ def test_cli_module_imported_after_torch_leaves_the_process_alone():
 
 
 def test_configure_openmp_env_returns_only_what_it_set():
-    environ = {"OMP_NUM_THREADS": "2"}
+    environ = {"GOMP_SPINCOUNT": "7"}
     changed = threads.configure_openmp_env(environ)
-    assert changed == {threads.POLICY_ENV: "auto", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert environ["OMP_NUM_THREADS"] == "2"
+    assert changed == {threads.POLICY_ENV: "auto", "KMP_BLOCKTIME": threads.KMP_BLOCKTIME}
+    assert environ["GOMP_SPINCOUNT"] == "7"
     assert threads.configure_openmp_env(environ) == {}  # idempotent
     assert threads.configure_openmp_env({threads.POLICY_ENV: "OFF"}) == {}
 
@@ -129,8 +130,9 @@ def test_choose_num_threads_by_model_size():
 def test_choose_num_threads_by_the_work_of_a_step():
     # once a step's FLOPs are known they decide, not the parameter count
     assert threads.choose_num_threads(430_000, 2, step_flops=2.8e9) == 2  # the VQA demo's small conv net + LM
+    assert threads.choose_num_threads(200_000, 2, step_flops=3.4e8) == 2  # a classification demo model
     assert threads.choose_num_threads(430_000, 2, step_flops=threads.SMALL_STEP_FLOPS - 1) == 1
-    assert threads.choose_num_threads(151_000_000, 4, step_flops=3e8) == 1
+    assert threads.choose_num_threads(151_000_000, 4, step_flops=1e7) == 1
 
 
 @pytest.fixture

@@ -9,17 +9,17 @@ Two parts, applied at two different moments:
    workers effectively never sleep). On a quiet machine that makes the many small kernels cheap to start; on
    a busy one the spinning threads steal the cores that the thread the barrier is waiting for needs, and a run
    takes several times as long (issue #17: ``demo --quick`` 20.8 s quiet → 85 s next to two busy processes).
-   ``OMP_WAIT_POLICY=PASSIVE`` (no spin; what the policy sets) avoids that and pays a futex wake-up per parallel
-   region instead: +60 % on a quiet machine for the demo's tiny models when they run on two threads, nothing
-   when they run on one (part 2: a single thread has no workers to wake), and +0.2 % for ViT-B/32 CLIP, whose
-   kernels last milliseconds. A short spin (``GOMP_SPINCOUNT=10000``, the policy before) was measured too: it
-   cost +4.5 % quiet on ViT-B/32 and helped less when busy (benchmarks/results/contention.md). References: GCC
-   libgomp manual, sections "OMP_WAIT_POLICY" and "GOMP_SPINCOUNT"; Intel OpenMP "KMP_BLOCKTIME".
+   ``OMP_WAIT_POLICY=PASSIVE`` (no spin) avoids that but pays a futex wake-up per parallel region (+43 % on
+   a quiet machine for the demo on two threads, +20 % per step for the VQA demo's model). A short spin
+   (``GOMP_SPINCOUNT``; ``KMP_BLOCKTIME`` for Intel's libiomp5), what the policy sets, sits between: a wake-up
+   that comes within the spin is as cheap as ACTIVE's, and a thread whose wait is longer (the machine is busy)
+   sleeps instead of burning a core. References: GCC libgomp manual, sections "OMP_WAIT_POLICY" and
+   "GOMP_SPINCOUNT"; Intel OpenMP "KMP_BLOCKTIME".
 
-2. **Intra-op thread count** (:func:`apply_thread_policy`), chosen from the model's size when training
-   starts: a small model's kernels are too short for a second thread to pay for its synchronisation (one
-   thread is as fast on a quiet machine and cannot be stalled by a descheduled partner on a busy one), while
-   a large model's matmuls scale with the cores (ViT-B/32 CLIP: one thread halves the speed).
+2. **Intra-op thread count** (:func:`apply_thread_policy`), chosen from the work when training starts (the
+   model's size, then the first step's forward FLOPs): a tiny model's kernels are too short for a second thread
+   to pay for its synchronisation, while larger ones scale with the cores (ViT-B/32 CLIP: one thread halves the
+   speed; the demo's 0.2 M-parameter models are 15 % faster on two).
 
 The command line (``polymodal ...`` and ``python -m polymodal``) applies both by default
 (:func:`configure_cli_process`, when the CLI module is imported by a fresh process). Library users
@@ -38,25 +38,29 @@ from collections.abc import MutableMapping
 
 POLICY_ENV = "POLYMODAL_THREAD_POLICY"  # "auto" (apply), "off" (leave torch's defaults alone)
 
-# The wait policy the CLI sets: workers sleep on a futex as soon as a parallel region ends instead of spinning.
-# Its cost is one wake-up per parallel region, which matters only when a model's kernels are microseconds long;
-# those models train with one thread (apply_thread_policy), which has no workers to wake, so the cost falls only on
-# large models, whose kernels last milliseconds. Measured (benchmarks/results/contention.md): ViT-B/32 CLIP step
-# +0.2 % quiet and 2.1x faster next to two busy processes, against +4.5 % / 1.96x for the short spin used before
-# (GOMP_SPINCOUNT=10000: its 0.1-0.5 ms spin still outlasts the gap between two of that model's kernels often
-# enough to cost on a quiet machine, and it still burns CPU on a busy one).
-WAIT_POLICY = "PASSIVE"
-# A spin the user chose (libgomp's GOMP_SPINCOUNT, Intel libiomp5's KMP_BLOCKTIME) is a wait-policy choice too.
-_USER_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+# libgomp spins this many `pause` iterations before sleeping on a futex (its default is 300,000 when
+# OMP_WAIT_POLICY is unset). Chosen over OMP_WAIT_POLICY=PASSIVE (tried as the default for a while): on ViT-B/32 the
+# two are alike (2 rounds, benchmarks/results/contention_clip.md: quiet -3.5 % vs +2.8 %, busy 1.55x vs 1.59x), and
+# on smaller models PASSIVE's wake-up per parallel region costs (the VQA demo's step 112 ms vs 93 ms).
+# 10,000 pauses last ~0.1-0.5 ms depending on the CPU's pause latency: longer than
+# the Python/dispatch gap between two kernels of a training step (tens of µs), so a quiet machine keeps ACTIVE's
+# cheap wake-ups, and short enough that a waiting thread yields a busy core. A/B on ViT-B/32's kernel shapes
+# with two busy processes (benchmarks/contention.py --clip-size b32-2l, busy shared machine): 300,000 (default)
+# 26.6 s/step, 100,000 13.3, 10,000 5.5, 1,000 8.0 (sleeps between kernels), PASSIVE 9.6.
+GOMP_SPINCOUNT = "10000"
+# Intel OpenMP (libiomp5, e.g. conda's MKL builds of torch) counts its spin in milliseconds (default 200).
+KMP_BLOCKTIME = "1"
 
 # Models with fewer parameters than this train with one intra-op thread: their kernels (matmuls of width
 # <= ~256 on batches of 32) last microseconds, so a second thread mostly adds barrier waits. The demo's
 # models have < 1 M parameters; ViT-B/32 CLIP has 151 M.
 SMALL_MODEL_PARAMS = 5_000_000
 # Forward FLOPs of one training batch below which one thread is used (torch.utils.flop_counter's count: 2 per
-# multiply-add). The classification demo's models do 1.7e8-5.5e8 per batch of 32 (one thread as fast, and safe on a
-# busy machine); the VQA demo's VLM 2.8e9 (two threads: 88 instead of 159 ms per step); ViT-B/32 CLIP ~3e11.
-SMALL_STEP_FLOPS = 1e9
+# multiply-add): kernels of a few microseconds, where a second thread adds a barrier per kernel and, on a busy
+# machine, a partner to wait for. Above it every thread: the classification demo's models (1.7e8-5.5e8 per batch
+# of 32) run demo --quick in 9.9 s on two threads with the short spin vs 11.6 s on one (4 interleaved rounds,
+# quiet machine), the VQA demo's VLM (2.8e9) 93 vs 154 ms per step, ViT-B/32 CLIP (~3e11) twice as fast.
+SMALL_STEP_FLOPS = 1e8
 
 _USER_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _torch_default_threads: int | None = None  # torch's own intra-op count, before this module changed it
@@ -73,20 +77,19 @@ def configure_openmp_env(environ: MutableMapping[str, str] | None = None) -> dic
 
     Must run before torch is first imported (the OpenMP runtime reads them once, when it loads); after that
     it still sets the variables (child processes inherit them) but the current process is unaffected.
-    Never overrides: a variable already set is kept; ``OMP_WAIT_POLICY`` set by the user (ACTIVE or PASSIVE),
-    or a spin the user chose (``GOMP_SPINCOUNT`` / ``KMP_BLOCKTIME``), means the user chose the wait behaviour,
-    so no wait policy is added. With ``POLYMODAL_THREAD_POLICY=off`` nothing is set. Otherwise
-    ``POLYMODAL_THREAD_POLICY`` defaults to ``auto``, which enables :func:`apply_thread_policy` in this process
-    and its children.
+    Never overrides: a variable already set is kept, and ``OMP_WAIT_POLICY`` set by the user (ACTIVE or
+    PASSIVE) means the user chose the wait behaviour, so no spin count is added. With
+    ``POLYMODAL_THREAD_POLICY=off`` nothing is set. Otherwise ``POLYMODAL_THREAD_POLICY`` defaults to
+    ``auto``, which enables :func:`apply_thread_policy` in this process and its children.
 
-    Returns the variables this call set, e.g. ``{"OMP_WAIT_POLICY": "PASSIVE", ...}`` (empty when none).
+    Returns the variables this call set, e.g. ``{"GOMP_SPINCOUNT": "10000", ...}`` (empty when none).
     """
     environ = os.environ if environ is None else environ
     if environ.get(POLICY_ENV, "").strip().lower() == "off":
         return {}
     wanted = {POLICY_ENV: "auto"}
-    if not any(var in environ for var in _USER_WAIT_VARS):
-        wanted["OMP_WAIT_POLICY"] = WAIT_POLICY
+    if "OMP_WAIT_POLICY" not in environ:
+        wanted |= {"GOMP_SPINCOUNT": GOMP_SPINCOUNT, "KMP_BLOCKTIME": KMP_BLOCKTIME}
     changed = {key: value for key, value in wanted.items() if key not in environ}
     environ.update(changed)
     return changed
@@ -146,10 +149,11 @@ def apply_thread_policy(model, environ: MutableMapping[str, str] | None = None,
 
 
 __all__ = [
+    "GOMP_SPINCOUNT",
+    "KMP_BLOCKTIME",
     "POLICY_ENV",
     "SMALL_MODEL_PARAMS",
     "SMALL_STEP_FLOPS",
-    "WAIT_POLICY",
     "apply_thread_policy",
     "choose_num_threads",
     "configure_cli_process",
