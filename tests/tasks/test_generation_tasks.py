@@ -321,7 +321,10 @@ def test_demo_recipes_are_valid_run_configs_and_baselines_score_what_they_say():
     )
 
     assert [demo_config(t, "out").task for t in ("caption", "vqa", "chat")] == ["captioning", "vqa", "chat"]
-    assert demo_config("chat", "out", quick=True).data.limit == 200
+    from polymodal.recipes.demos.generation import QUICK_ROWS
+
+    assert {t: demo_config(t, "out", quick=True).data.limit for t in QUICK_ROWS} == QUICK_ROWS
+    assert demo_config("vqa", "out").model.modalities["image"].encoder.options["positions"] is True
     train = [{"answers": ["a red circle"]}, {"answers": ["a red circle"]}, {"answers": ["a blue square"]}]
     test = [{"answers": ["a red circle", "one shape: a red circle"]}, {"answers": ["a green triangle"]}]
     constant = constant_caption_baseline(train, test)
@@ -331,3 +334,21 @@ def test_demo_recipes_are_valid_run_configs_and_baselines_score_what_they_say():
     majority = majority_answer_baseline([{"answers": ["yes"]}, {"answers": ["no"]}, {"answers": ["no"]}],
                                         [{"answers": ["no"]}, {"answers": ["yes"]}, {"answers": ["no"]}])
     assert majority == {"answer": "no", "exact_match": pytest.approx(2 / 3)}
+
+
+def test_scenes_vqa_training_split_mixes_in_captions_of_other_scenes():
+    from polymodal.recipes.demos.generation import demo_config
+    from polymodal.tasks.generation import load_rows
+
+    config = demo_config("vqa", "out")
+    config.data.limit = 20
+    train, test = load_rows(config, "train")[0], load_rows(config, "test")[0]
+    questions = [r for r in train if r["task"] == "vqa"]
+    captions = [r for r in train if r["task"] == "caption"]
+    assert len(captions) == 20 and len(questions) > 20  # dense: several questions per scene
+    assert all("question_type" not in r and r["messages"][0]["content"].endswith("describe the picture.")
+               for r in captions)
+    # captions come from other scenes than the questions
+    assert not {r["image"].tobytes() for r in captions} & {r["image"].tobytes() for r in questions}
+    # scoring rows stay the strict one-question-per-scene form
+    assert len(test) == 20 and all(r["task"] == "vqa" and "question_type" in r for r in test)
