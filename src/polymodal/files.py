@@ -23,6 +23,8 @@ import os
 import stat
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def atomic_text_writer(path: str | os.PathLike) -> Iterator[Any]:
+    """A UTF-8 text handle on a temp file next to ``path``, renamed onto ``path`` when the block ends without an
+    error (flushed and fsynced first); an error inside the block removes the temp file and leaves ``path`` as it
+    was. For files written a piece at a time (prediction streams); :func:`atomic_write_bytes` for a whole one."""
+    path = Path(path)
+    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

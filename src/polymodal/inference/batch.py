@@ -28,7 +28,7 @@ from typing import Any
 from ..data.errors import DataError
 from ..data.manifest import SampleRow, duplicate_id_problems, read_records, records_to_rows
 from ..errors import PolymodalError
-from ..files import create_temp_file
+from ..files import atomic_text_writer
 from ..tasks.predictions import PredictionError
 from .predictor import Predictor, ProcessedSample
 
@@ -109,31 +109,23 @@ def predict_manifest(predictor: Predictor, data: str | os.PathLike, out: str | o
     skipped: list[dict[str, str]] = []
     written = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp_file(out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            pending: list[tuple[SampleRow, ProcessedSample]] = []
-            for index, row in enumerate(rows):
-                try:
-                    if index in duplicates:  # ids key the predictions: two rows with one id cannot be told apart
-                        raise DataError(duplicates[index])
-                    pending.append((row, process_row(predictor, row, embed)))
-                except (DataError, PredictionError) as err:
-                    if on_error == "raise":
-                        raise
-                    skipped.append({"where": row.describe(), "reason": str(err)})
-                    continue
-                if len(pending) == batch_size:
-                    written += _write_batch(handle, predictor, pending, embed)
-                    pending = []
-            written += _write_batch(handle, predictor, pending, embed)
-            handle.flush()
-            os.fsync(handle.fileno())
-        raise_if_nothing_written(data, written, skipped)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_text_writer(out) as handle:
+        pending: list[tuple[SampleRow, ProcessedSample]] = []
+        for index, row in enumerate(rows):
+            try:
+                if index in duplicates:  # ids key the predictions: two rows with one id cannot be told apart
+                    raise DataError(duplicates[index])
+                pending.append((row, process_row(predictor, row, embed)))
+            except (DataError, PredictionError) as err:
+                if on_error == "raise":
+                    raise
+                skipped.append({"where": row.describe(), "reason": str(err)})
+                continue
+            if len(pending) == batch_size:
+                written += _write_batch(handle, predictor, pending, embed)
+                pending = []
+        written += _write_batch(handle, predictor, pending, embed)
+        raise_if_nothing_written(data, written, skipped)  # inside: the old file stays when nothing was written
     warn_skipped_rows(data, skipped, len(rows))
     return {"data": str(data), "out": str(out), "task": predictor.task_name, "rows": len(rows), "written": written,
             "skipped": skipped}

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..data.errors import DataError
 from ..errors import PolymodalError
-from ..files import create_temp_file
+from ..files import atomic_text_writer
 from ..generation.data import SampleBatch
 from .batch import raise_if_nothing_written, warn_skipped_rows
 
@@ -75,21 +75,13 @@ def predict_generation_manifest(predictor: Any, data: str | os.PathLike, out: st
         keep.append(index)
     written = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp_file(out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for start in range(0, len(keep), batch_size):
-                chunk = keep[start:start + batch_size]
-                for sample, prediction in _generate_chunk(predictor, dataset, chunk, data, on_error, skipped):
-                    handle.write(json.dumps({"id": sample["id"], **prediction.to_dict()}, ensure_ascii=False) + "\n")
-                    written += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        raise_if_nothing_written(data, written, skipped)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_text_writer(out) as handle:
+        for start in range(0, len(keep), batch_size):
+            chunk = keep[start:start + batch_size]
+            for sample, prediction in _generate_chunk(predictor, dataset, chunk, data, on_error, skipped):
+                handle.write(json.dumps({"id": sample["id"], **prediction.to_dict()}, ensure_ascii=False) + "\n")
+                written += 1
+        raise_if_nothing_written(data, written, skipped)  # inside: the old file stays when nothing was written
     warn_skipped_rows(data, skipped, len(rows))
     return {"data": str(data), "out": str(out), "task": predictor.task_name, "rows": len(rows), "written": written,
             "skipped": skipped}

@@ -309,13 +309,11 @@ class Trainer(RunGuards):
             self.logger.close(error, {**self.summary(), "finished": self.state["finished"]})
         return self.summary()
 
-    _no_counter = contextlib.nullcontext()
-
     def _step_flop_counter(self):
         """A FlopCounterMode for the first forward of this fit call when the thread policy sizes the threads by
-        work (once: counting slows a forward), else a no-op context."""
+        work (once: counting slows a forward), else None."""
         if not getattr(self, "_count_step_flops", False):
-            return self._no_counter
+            return None
         self._count_step_flops = False
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -345,9 +343,9 @@ class Trainer(RunGuards):
             defer_sync = self.distributed and pending + 1 < group
             with self.forward_model.no_sync() if defer_sync else contextlib.nullcontext():
                 counter = self._step_flop_counter()
-                with self.autocast(), counter:
+                with self.autocast(), counter or contextlib.nullcontext():
                     output = self.task.training_output(self.model, self.forward_model(batch), batch)
-                if counter is not self._no_counter:  # the first step of this fit: size the threads by its work
+                if counter is not None:  # the first step of this fit: size the threads by its work
                     apply_thread_policy(self.model, step_flops=counter.get_total_flops())
                 loss = output.loss
                 self._check_finite(loss, "loss", batch)
