@@ -12,6 +12,8 @@ killed. Policies (``--policies``, comma-separated):
 - ``passive``  ``OMP_WAIT_POLICY=PASSIVE``;
 - ``1thread``  ``OMP_NUM_THREADS=1``;  ``1thread+passive`` both;
 - ``polymodal`` the default of the CLI (``polymodal.threads``: short OpenMP spin GOMP_SPINCOUNT=10000 + threads by the work);
+- ``adaptive`` the same with ``POLYMODAL_THREAD_POLICY=adaptive``: small steps timed on both thread counts while
+  training (``threads.ThreadTuner``);
 - ``spin:N``   the policy with ``GOMP_SPINCOUNT=N`` instead of the built-in value (for tuning).
 
     python benchmarks/contention.py                        # full run → benchmarks/results/contention.md
@@ -47,7 +49,10 @@ POLICY_TEXT = {
     "passive": "OMP_WAIT_POLICY=PASSIVE",
     "1thread": "OMP_NUM_THREADS=1",
     "1thread+passive": "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE",
-    "polymodal": "the CLI's default (polymodal.threads: short OpenMP spin GOMP_SPINCOUNT=10000, threads chosen from the work)",
+    "polymodal": "the CLI's default (polymodal.threads: short OpenMP spin GOMP_SPINCOUNT=10000, threads chosen "
+                 "from the work)",
+    "adaptive": "the CLI's policy with POLYMODAL_THREAD_POLICY=adaptive (opt-in: steps of <= 2e10 FLOPs timed on "
+                "1 and on all threads while training, the faster kept, re-checked every 20 s)",
     "spin": "the polymodal policy with GOMP_SPINCOUNT=N",
 }
 # CLIP sizes: b32 = ViT-B/32; b32-2l = ViT-B/32's kernel shapes with 2 blocks per tower (same granularity,
@@ -74,10 +79,12 @@ def policy_env(policy: str, base: dict[str, str] | None = None) -> dict[str, str
         env |= off | {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     elif policy == "polymodal":
         pass  # nothing set: the CLI (or the clip worker, like the CLI) applies polymodal.threads
+    elif policy == "adaptive":
+        env["POLYMODAL_THREAD_POLICY"] = "adaptive"
     elif policy.startswith("spin:"):
         env["GOMP_SPINCOUNT"] = str(int(policy.split(":", 1)[1]))
     else:
-        raise SystemExit(f"unknown policy {policy!r}; known: {DEFAULT_POLICIES}, spin:N")
+        raise SystemExit(f"unknown policy {policy!r}; known: {DEFAULT_POLICIES}, adaptive, spin:N")
     return env
 
 
@@ -177,6 +184,27 @@ def _cell(values: list[float]) -> str:
     return f"{_num(statistics.median(values))} ({_num(min(values))}–{_num(max(values))})"
 
 
+def fair_share_note(by_policy: dict, load: int, cores: int) -> list[str]:
+    """The most any policy using every core can gain over the default next to ``load`` busy processes.
+
+    Linux's CFS shares the CPU among runnable threads: a process of ``cores`` threads next to ``load`` busy
+    single-thread processes gets ``cores / (cores + load)`` of the machine, so its busy time is at least its
+    quiet time × (cores + load) / cores, whatever its wait policy (taking more means more threads than cores,
+    which costs on a quiet machine). Default's busy time ÷ that floor is the ceiling of the speed-up.
+    """
+    quiet = [_median(cells["quiet"]["wall"]) for cells in by_policy.values()]
+    quiet = [q for q in quiet if q]
+    base = by_policy.get("default")
+    default_busy = _median(base["busy"]["wall"]) if base else None
+    if not quiet or not default_busy or not load:
+        return []
+    floor = min(quiet) * (cores + load) / cores
+    return [f"Fair-share floor: {cores} threads next to {load} busy processes get {cores}/{cores + load} of the "
+            f"CPU, so the best quiet time here ({min(quiet):.3g} s) becomes ≥ {floor:.3g} s busy; the default's "
+            f"busy {default_busy:.3g} s leaves at most **{default_busy / floor:.2f}×** for any policy that uses "
+            f"every core (a one-thread process gets {min(1.0, cores / (1 + load)):.2g} of a core instead)."]
+
+
 def write_markdown(path: Path, args, rows: dict, meta: dict) -> str:
     conds = ["quiet", f"busy ({args.load} procs)"]
     lines = [
@@ -207,7 +235,7 @@ def write_markdown(path: Path, args, rows: dict, meta: dict) -> str:
             cost = f"{100 * (q / bq - 1):+.1f} %" if bq and q else "–"
             lines.append(f"| {policy} | {_cell(cells['quiet']['wall'])} | {_cell(cells['busy']['wall'])} | "
                          f"{_num(cq)} / {_num(cb)} | {speed} | {cost} |")
-        lines.append("")
+        lines += ["", *fair_share_note(by_policy, args.load, meta.get("cores") or os.cpu_count() or 1), ""]
     text = "\n".join(lines)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"{platform.platform()}",
         "torch": torch.__version__,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "policies": policies,
         "works": {"demo": "`polymodal demo --quick`" + (" --epochs 1" if args.quick else ""),
                   "clip": f"CLIP training step ({'tiny' if args.quick else args.clip_size}, batch 32, "

@@ -187,6 +187,108 @@ def test_trainer_applies_the_policy(restore_threads, monkeypatch, tmp_path):
     assert len(seen) == 2 and seen[0] is None and 0 < seen[1] < threads.SMALL_STEP_FLOPS
 
 
+# ---------------------------------------------------------------------------------- ThreadTuner (adaptive)
+
+
+class FakeSteps:
+    """Drives a ThreadTuner with step times that depend on the thread count set for each step (a fake clock)."""
+
+    def __init__(self, seconds_per_step: dict[int, float]):
+        self.seconds_per_step = dict(seconds_per_step)
+        self.now = 0.0
+        self.threads: list[int] = []  # the count in force at each set_threads call
+
+    def clock(self) -> float:
+        return self.now
+
+    def set_threads(self, count: int) -> None:
+        self.threads.append(count)
+
+    def tuner(self, candidates=(2, 1), **options) -> threads.ThreadTuner:
+        return threads.ThreadTuner(candidates, set_threads=self.set_threads, clock=self.clock, **options)
+
+    def run(self, tuner: threads.ThreadTuner, steps: int) -> None:
+        for _ in range(steps):
+            self.now += self.seconds_per_step[self.threads[-1]]
+            tuner.step_done()
+
+
+def test_tuner_keeps_the_work_based_count_on_a_quiet_machine():
+    steps = FakeSteps({2: 0.010, 1: 0.0115})  # a second thread helps a little
+    tuner = steps.tuner()
+    steps.run(tuner, 1 + 2 * 6)  # warm-up + 2 rounds of 3 steps per candidate
+    assert tuner.current == 2 and steps.threads[-1] == 2
+    assert tuner.history[-1][2] == {2: pytest.approx(0.010), 1: pytest.approx(0.0115)}
+    # the probe plan alternated the counts: 3 on the first, 3 on the other, twice
+    assert steps.threads[:14] == [2, 2, 2, 2, 1, 1, 1, 2, 2, 2, 1, 1, 1, 2]
+
+
+def test_tuner_switches_to_one_thread_when_a_busy_machine_makes_it_faster():
+    steps = FakeSteps({2: 0.030, 1: 0.012})  # barrier waits on a shared machine
+    tuner = steps.tuner()
+    steps.run(tuner, 13)
+    assert tuner.current == 1 and steps.threads[-1] == 1
+    # within the margin, the first (work-based) count stays
+    steps = FakeSteps({2: 0.010, 1: 0.0095})
+    tuner = steps.tuner(margin=0.1)
+    steps.run(tuner, 13)
+    assert tuner.current == 2
+
+
+def test_tuner_rechecks_when_the_load_goes_away():
+    steps = FakeSteps({2: 0.030, 1: 0.012})
+    tuner = steps.tuner(reprobe_seconds=1.0)
+    steps.run(tuner, 13)
+    assert tuner.current == 1
+    steps.seconds_per_step = {2: 0.008, 1: 0.012}  # the other processes finished
+    steps.run(tuner, 200)  # > 1 s of steps: a re-probe of 3 + 3 steps
+    assert tuner.current == 2 and len(tuner.history) >= 2
+    assert tuner.history[-1][2][2] == pytest.approx(0.008)
+
+
+def test_tuner_does_not_time_what_happens_between_epochs():
+    steps = FakeSteps({2: 0.010, 1: 0.0115})
+    tuner = steps.tuner()
+    steps.run(tuner, 5)  # into the first probe block on one thread
+    tuner.start()  # a new epoch: validation and a checkpoint took 30 s before the next step
+    steps.now += 30.0
+    steps.run(tuner, 8)
+    assert tuner.current == 2 and max(tuner.history[-1][2].values()) < 1.0
+
+
+def test_tuning_candidates_and_when_the_tuner_is_on(monkeypatch, restore_threads):
+    assert threads.tuning_candidates(2, 2, 3e8) == (2, 1)
+    assert threads.tuning_candidates(1, 4, 1e7) == (1, 4)
+    assert threads.tuning_candidates(2, 2, 3e11) is None  # ViT-B/32: every thread, no one-thread probes
+    assert threads.tuning_candidates(1, 1, 1e7) is None
+    monkeypatch.setattr(threads, "_torch_default_threads", 2)
+    monkeypatch.setenv(threads.POLICY_ENV, "auto")
+    assert threads.tuner_for(2, 3e8) is None  # opt-in only
+    monkeypatch.setenv(threads.POLICY_ENV, "adaptive")
+    assert threads.policy_enabled() and isinstance(threads.tuner_for(2, 3e8), threads.ThreadTuner)
+    assert threads.tuner_for(None, 3e8) is None  # the user fixed the count (apply_thread_policy returned None)
+    with pytest.raises(ValueError, match="probe_steps and rounds"):
+        threads.ThreadTuner((2, 1), probe_steps=0)
+
+
+def test_trainer_times_steps_with_the_adaptive_policy(restore_threads, monkeypatch, tmp_path):
+    from polymodal.training import Trainer
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "training"))
+    fixtures = importlib.import_module("run_fixtures")
+    monkeypatch.setenv(threads.POLICY_ENV, "adaptive")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    torch.set_num_threads(2)
+    train, val = fixtures.loaders(train_size=64, batch_size=4)  # 16 steps
+    trainer = Trainer(fixtures.model(), fixtures.train_config(epochs=1), train, val_loader=val, run_dir=tmp_path)
+    trainer.fit()
+    tuner = trainer._thread_tuner
+    assert isinstance(tuner, threads.ThreadTuner) and tuner.candidates == (1, 2)
+    assert trainer.state["global_step"] >= 13 and len(tuner.history) == 1  # the first decision was taken
+    assert tuner.current in (1, 2) and torch.get_num_threads() == tuner.current
+
+
 # ---------------------------------------------------------------------------------- benchmarks/contention.py
 
 
@@ -227,12 +329,14 @@ def test_contention_markdown_reports_speed_up_and_quiet_cost(contention, tmp_pat
         "polymodal": {"quiet": {"wall": [20.4], "cpu": [21.0]}, "busy": {"wall": [32.0], "cpu": [22.0]}},
     }
     meta = {"command": "python benchmarks/contention.py", "machine": "m", "torch": "t", "when": "now",
-            "works": {"demo": "demo"}, "policies": ["default", "polymodal"]}
+            "works": {"demo": "demo"}, "policies": ["default", "polymodal"], "cores": 2}
     out = tmp_path / "contention.md"
     text = contention.write_markdown(out, args, {"demo": cells}, meta)
     assert out.read_text().strip() == text.strip()
     row = next(line for line in text.splitlines() if line.startswith("| polymodal"))
     assert "2.50×" in row and "+2.0 %" in row  # 80 / 32; 20.4 / 20 − 1
+    # CFS fair share: 2 threads next to 2 busy processes get half the CPU → ≥ 20 s × 4 / 2 = 40 s busy
+    assert "≥ 40 s busy" in text and "at most **2.00×**" in text
 
 
 # ---------------------------------------------------------------------------------- benchmarks/peers/shim.py

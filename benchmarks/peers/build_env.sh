@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the peer environment for side-by-side benchmarks (benchmarks/clip_train_step.py with open_clip).
+# Build the peer environment for side-by-side benchmarks (benchmarks/clip_train_step.py with open_clip,
+# benchmarks/preprocessing.py with transformers' torchvision image processor).
 #
 #   bash benchmarks/peers/build_env.sh [VENV_DIR]      # default /work/peers-venv
 #   VENV_DIR/bin/python benchmarks/clip_train_step.py  # polymodal, Hugging Face and open_clip in one run
@@ -36,8 +37,9 @@ PY
 # 3. open_clip and its other dependencies; torch / torchvision are already satisfied so pip keeps them.
 "${PIP[@]}" open_clip_torch ftfy regex tqdm huggingface_hub safetensors timm
 
-# 4. this package (editable: the benchmark runs the working tree's code), with its dependencies.
-"${PIP[@]}" -e "$REPO_DIR"
+# 4. this package (editable: the benchmark runs the working tree's code), with its dependencies, and scipy for
+#    benchmarks/preprocessing.py's audio baselines (it runs here too, for transformers' torchvision processor).
+"${PIP[@]}" -e "$REPO_DIR" scipy
 
 # 5. check: the CPU torch is still the one installed, and open_clip imports through the shim.
 "$VENV_DIR/bin/python" - "$REPO_DIR" <<'PY'

@@ -36,7 +36,10 @@ import os
 import sys
 from collections.abc import MutableMapping
 
-POLICY_ENV = "POLYMODAL_THREAD_POLICY"  # "auto" (apply), "off" (leave torch's defaults alone)
+# "auto" (the work-based rule; the CLI's default), "adaptive" (auto, and small steps timed on both thread counts
+# while training: ThreadTuner; opt-in because the thread count then depends on the machine's load, and with it
+# the float rounding of reductions, so two runs of one seed are no longer bit-identical), "off" (torch's defaults)
+POLICY_ENV = "POLYMODAL_THREAD_POLICY"
 
 # libgomp spins this many `pause` iterations before sleeping on a futex (its default is 300,000 when
 # OMP_WAIT_POLICY is unset). Chosen over OMP_WAIT_POLICY=PASSIVE (tried as the default for a while): on ViT-B/32 the
@@ -67,9 +70,10 @@ _torch_default_threads: int | None = None  # torch's own intra-op count, before 
 
 
 def policy_enabled(environ: MutableMapping[str, str] | None = None) -> bool:
-    """True when ``POLYMODAL_THREAD_POLICY`` is ``auto`` (the CLI sets it unless the user chose ``off``)."""
+    """True when ``POLYMODAL_THREAD_POLICY`` is ``auto`` (the CLI sets it unless the user chose another value)
+    or ``adaptive``."""
     environ = os.environ if environ is None else environ
-    return environ.get(POLICY_ENV, "").strip().lower() == "auto"
+    return environ.get(POLICY_ENV, "").strip().lower() in ("auto", "adaptive")
 
 
 def configure_openmp_env(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
@@ -148,16 +152,140 @@ def apply_thread_policy(model, environ: MutableMapping[str, str] | None = None,
     return threads
 
 
+# Steps with at most this many forward FLOPs per batch are timed on both thread counts while they train
+# (ThreadTuner): their kernels are short enough that a second thread's barrier waits dominate as soon as other
+# processes take the cores (the classification demo's models, 2e8 FLOPs: 16.5 s for demo --quick on one thread
+# next to 2 busy processes vs 40 s on two; 9.9 vs 11.6 s the other way round on a quiet machine). Above it
+# (ViT-B/32 CLIP, ~3e11) all threads win even on a busy machine (8.7 vs ~12 s/step), and a probe step on one
+# thread would cost seconds.
+TUNE_MAX_STEP_FLOPS = 2e10
+
+
+def tuning_candidates(threads: int, available: int, step_flops: float) -> tuple[int, int] | None:
+    """The two thread counts a :class:`ThreadTuner` compares (the chosen one first), or None to keep ``threads``.
+
+    None above :data:`TUNE_MAX_STEP_FLOPS` or with one usable thread.
+    """
+    if available <= 1 or step_flops > TUNE_MAX_STEP_FLOPS:
+        return None
+    return (threads, 1) if threads > 1 else (1, available)
+
+
+def tuner_for(threads: int | None, step_flops: float) -> ThreadTuner | None:
+    """A :class:`ThreadTuner` for a training loop whose thread count :func:`apply_thread_policy` just set to
+    ``threads`` (None: the policy is off or the user fixed the count), with ``POLYMODAL_THREAD_POLICY=adaptive``
+    only; None otherwise or when not worth it (:func:`tuning_candidates`)."""
+    if threads is None or _torch_default_threads is None:
+        return None
+    if os.environ.get(POLICY_ENV, "").strip().lower() != "adaptive":
+        return None
+    candidates = tuning_candidates(threads, _torch_default_threads, step_flops)
+    return ThreadTuner(candidates) if candidates else None
+
+
+class ThreadTuner:
+    """Choose the intra-op thread count of a training loop by timing its steps, and re-check as the load changes.
+
+    On with ``POLYMODAL_THREAD_POLICY=adaptive`` (opt-in: the count, hence the float rounding of reductions,
+    then depends on the load, so two runs of one seed can differ in the last bits and drift apart from there).
+    Why measured and not predicted: whether a second thread helps depends on what else runs on the machine
+    (a barrier waits for a partner thread that another process may have descheduled), which no model-size rule
+    sees. The loop calls :meth:`start` where steps begin (each epoch: the time in between, validation and
+    checkpoints, is no step) and :meth:`step_done` after every optimizer step; the tuner sets the thread count
+    for the next step. Plan: one untimed step, then ``rounds`` × (``probe_steps`` steps on each candidate,
+    alternating); the candidate with the lower median step time wins, the first one (the work-based choice)
+    unless the other is faster by more than ``margin``. Every ``reprobe_seconds`` it times ``probe_steps`` steps
+    on the other count, then as many on the current one, and decides again. On a quiet machine the probes cost
+    a few steps at the slower count per ``reprobe_seconds`` (< 1 % for steps under ~0.2 s).
+
+    ``set_threads`` (default ``torch.set_num_threads``) and ``clock`` (seconds) are injectable for tests.
+    ``history`` records each decision as (seconds since the first step, threads, {threads: median s/step}).
+    """
+
+    def __init__(self, candidates: tuple[int, int], *, probe_steps: int = 3, rounds: int = 2,
+                 reprobe_seconds: float = 20.0, margin: float = 0.1, set_threads=None, clock=None):
+        import time
+
+        if probe_steps < 1 or rounds < 1:
+            raise ValueError(f"ThreadTuner: probe_steps and rounds must be >= 1, got {probe_steps}, {rounds}")
+        self.candidates = candidates
+        self.current = candidates[0]
+        self.probe_steps, self.reprobe_seconds, self.margin = probe_steps, reprobe_seconds, margin
+        self._set_threads = set_threads or _set_torch_threads
+        self._clock = clock or time.perf_counter
+        first, other = candidates
+        block = [first] * probe_steps + [other] * probe_steps
+        self._plan: list[int] = [first] + block * rounds  # the first step is untimed (warm-up), see _timed
+        self._timed = [False] + [True] * len(block) * rounds
+        self._samples: dict[int, list[float]] = {c: [] for c in candidates}
+        self._last: float | None = None
+        self._origin: float | None = None
+        self._next_probe = float("inf")
+        self.history: list[tuple[float, int, dict[int, float]]] = []
+        self._apply(self._plan[0])
+
+    def start(self) -> None:
+        """Steps (re)start now: the time since the last step was something else and is not timed."""
+        self._last = None
+
+    def step_done(self) -> None:
+        """One optimizer step ended: record its time, set the thread count for the next one."""
+        now = self._clock()
+        if self._origin is None:
+            self._origin = now
+        if self._plan:
+            threads, timed = self._plan.pop(0), self._timed.pop(0)
+            if timed and self._last is not None:
+                self._samples[threads].append(now - self._last)
+            if not self._plan:
+                self._decide(now)
+        elif now >= self._next_probe:
+            other = next(c for c in self.candidates if c != self.current)
+            self._plan = [other] * self.probe_steps + [self.current] * self.probe_steps
+            self._timed = [True] * len(self._plan)
+            self._samples = {c: [] for c in self.candidates}
+        self._last = now
+        self._apply(self._plan[0] if self._plan else self.current)
+
+    def _decide(self, now: float) -> None:
+        import statistics
+
+        medians = {c: statistics.median(v) for c, v in self._samples.items() if v}
+        if len(medians) == len(self.candidates):
+            keep = self.current if self.current in medians else self.candidates[0]
+            challenger = next(c for c in self.candidates if c != keep)
+            if medians[challenger] < medians[keep] * (1 - self.margin):
+                keep = challenger
+            self.current = keep
+            self.history.append((now - (self._origin or now), keep, medians))
+        # a probe without samples on both (steps interrupted by epoch ends) keeps the current count
+        self._next_probe = now + self.reprobe_seconds
+
+    def _apply(self, threads: int) -> None:
+        self._set_threads(threads)
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 __all__ = [
     "GOMP_SPINCOUNT",
     "KMP_BLOCKTIME",
     "POLICY_ENV",
     "SMALL_MODEL_PARAMS",
     "SMALL_STEP_FLOPS",
+    "TUNE_MAX_STEP_FLOPS",
+    "ThreadTuner",
     "apply_thread_policy",
     "choose_num_threads",
     "configure_cli_process",
     "configure_openmp_env",
     "policy_enabled",
     "torch_imported",
+    "tuner_for",
+    "tuning_candidates",
 ]

@@ -41,6 +41,8 @@ from .image_decode import (
     to_unit_array,
 )
 from .image_hf import RESAMPLE_BY_INT, options_from_hf
+from .image_resize import TORCH_MODES
+from .image_resize import resize_center_crop as torch_resize_center_crop
 from .processors import Processor, parse_options
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
@@ -49,6 +51,7 @@ RESAMPLE = {
     "box": Image.BOX, "hamming": Image.HAMMING,
 }
 RESIZE_MODES = ("shortest_edge", "square")
+RESIZE_BACKENDS = ("pil", "torch")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
@@ -63,6 +66,10 @@ class ImageProcessorConfig:
     mean: list[float] | None = None  # None: ImageNet stats for RGB, 0.5 for grayscale (or the checkpoint's)
     std: list[float] | None = None
     resample: str = "bilinear"
+    # pil: Pillow's resize, bit-identical to transformers' PIL ("slow") processors; torch: torch's uint8
+    # antialiased resize (image_resize), ~3x faster per photo, identical to transformers' torchvision ("fast")
+    # backend and one 8-bit level from Pillow on ~0.3 % of pixels. Augmentation always uses Pillow.
+    resize_backend: str = "pil"
     rescale_factor: float = 1 / 255  # multiplies 8-bit values before mean/std (HF rescale_factor; deeper sources alike)
     max_pixels: int = 40_000_000  # width × height read from the header; larger files are refused
     formats: list[str] | None = None  # allowed PIL formats; None = PNG, JPEG, BMP, GIF, TIFF, WEBP
@@ -98,6 +105,12 @@ class ImageProcessor(Processor):
             raise DataError(f"image processor: resample {config.resample!r} is not one of {list(RESAMPLE)}")
         if config.resize_mode not in RESIZE_MODES:
             raise DataError(f"image processor: resize_mode {config.resize_mode!r} is not one of {list(RESIZE_MODES)}")
+        if config.resize_backend not in RESIZE_BACKENDS:
+            raise DataError(f"image processor: resize_backend {config.resize_backend!r} is not one of "
+                            f"{list(RESIZE_BACKENDS)}")
+        if config.resize_backend == "torch" and config.resample not in TORCH_MODES:
+            raise DataError(f"image processor: resize_backend 'torch' resizes with {list(TORCH_MODES)}, not "
+                            f"resample {config.resample!r}; use resize_backend: pil for it")
         self.config = config
         self.image_size = config.image_size
         self.resize_size = config.resize_size or config.image_size
@@ -190,10 +203,12 @@ class ImageProcessor(Processor):
         resample = RESAMPLE[self.config.resample]
         with self._decoded(raw, copy=False) as image:
             if augment:
-                image = self._augment(image, resample)
-            else:
-                image = self._resize_center_crop(image, resample)
-        pixels = torch.from_numpy(to_unit_array(image))
+                pixels = torch.from_numpy(to_unit_array(self._augment(image, resample)))
+            elif self.config.resize_backend == "torch" and isinstance(image, Image.Image):  # 8-bit
+                new_w, new_h = self.resized_size(*decoded_size(image))
+                pixels = torch_resize_center_crop(image, new_w, new_h, self.image_size, self.config.resample)
+            else:  # Pillow; also for sources deeper than 8 bits (float bands), which torch's uint8 path cannot take
+                pixels = torch.from_numpy(to_unit_array(self._resize_center_crop(image, resample)))
         if self.value_scale != 1.0:
             pixels = pixels * self.value_scale
         return {"pixel_values": ((pixels - self.mean) / self.std).contiguous()}

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from ..config import ConfigError, TrainConfig, save_config
 from ..tasks.base import Task
 from ..tasks.base import mean_loss as _mean_loss
-from ..threads import apply_thread_policy, policy_enabled
+from ..threads import apply_thread_policy, policy_enabled, tuner_for
 from . import distributed as dist_utils
 from . import fsdp
 from .accumulation import share_of_step, step_micro_batches
@@ -279,6 +279,7 @@ class Trainer(RunGuards):
         self._steps_this_call = 0
         apply_thread_policy(self.model)  # intra-op threads by model size, when the CLI's policy is on
         self._count_step_flops = policy_enabled() and not self.distributed  # then by the first step's FLOPs
+        self._thread_tuner = None  # ...then, for small steps, by timing them (threads.ThreadTuner)
         self.model.train()
         error: BaseException | None = None  # how the run ended, for the trackers
         try:
@@ -327,6 +328,9 @@ class Trainer(RunGuards):
         progress = self._progress(remaining, state["epoch"])
         pending = 0  # micro-batches accumulated since the last optimizer step
         self.optimizer.zero_grad(set_to_none=True)
+        tuner = getattr(self, "_thread_tuner", None)
+        if tuner is not None:
+            tuner.start()  # the time since the last step (validation, checkpoint) is no step
         # Each step's micro-batches are read and counted first, so every one is weighted by its share of the step.
         micro_batches = step_micro_batches(
             self.model,
@@ -346,7 +350,8 @@ class Trainer(RunGuards):
                 with self.autocast(), counter or contextlib.nullcontext():
                     output = self.task.training_output(self.model, self.forward_model(batch), batch)
                 if counter is not None:  # the first step of this fit: size the threads by its work
-                    apply_thread_policy(self.model, step_flops=counter.get_total_flops())
+                    flops = counter.get_total_flops()
+                    self._thread_tuner = tuner_for(apply_thread_policy(self.model, step_flops=flops), flops)
                 loss = output.loss
                 self._check_finite(loss, "loss", batch)
                 share = share_of_step(output, micro, len(batch))  # Σ over the step's micro-batches = the step loss
@@ -361,6 +366,9 @@ class Trainer(RunGuards):
                 progress.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)  # a refresh per step floods logs
             if pending == group:
                 self._optimizer_step(batch)
+                tuner = getattr(self, "_thread_tuner", None)  # set on the first step's forward
+                if tuner is not None:
+                    tuner.step_done()
                 pending = 0
                 self._steps_this_call += 1
                 if state["global_step"] >= self.total_steps:
