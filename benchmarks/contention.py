@@ -213,7 +213,10 @@ def write_markdown(path: Path, args, rows: dict, meta: dict) -> str:
         f"Command: `{meta['command']}`",
         "",
         f"- Machine: {meta['machine']}; torch {meta['torch']}; run at {meta['when']}.",
-        f"- {args.reps} interleaved round(s) per cell; busy = {args.load} synthetic busy processes running for "
+        f"- {args.reps} interleaved round(s) per cell"
+        + (f" ({args.quiet_reps} for the quiet cells)" if getattr(args, "quiet_reps", None) not in (None, args.reps)
+           else "")
+        + f"; busy = {args.load} synthetic busy processes running for "
         "the whole run (self-stopping). Seconds: median (min–max) of the wall time of a demo run, of the time "
         "per step for CLIP. CPU: the work process's own CPU seconds for the whole run (median): what the "
         "policy burns for the same work.",
@@ -249,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", default=DEFAULT_POLICIES)
     parser.add_argument("--load", type=int, default=2, help="busy processes in the busy condition")
     parser.add_argument("--reps", type=int, default=2, help="interleaved rounds per cell")
+    parser.add_argument("--quiet-reps", type=int, default=None,
+                        help="rounds for the quiet cells (default --reps): cheap, and a 3 %% cost needs several")
     parser.add_argument("--conditions", default="quiet,busy", help="quiet and/or busy (default both)")
     parser.add_argument("--steps", type=int, default=3, help="timed CLIP steps per run (after 1 warm-up)")
     parser.add_argument("--clip-size", choices=sorted(CLIP_SIZES), default="b32")
@@ -264,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.reps = 1
+        args.quiet_reps = 1
+    if args.quiet_reps is None:
+        args.quiet_reps = args.reps
     works = [w for w in args.work.split(",") if w]
     conditions = [c for c in args.conditions.split(",") if c]
     if not set(conditions) <= {"quiet", "busy"}:
@@ -272,11 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     envs = {p: policy_env(p) for p in policies}  # validates the names before any work starts
     rows = {w: {p: {c: {"wall": [], "cpu": []} for c in ("quiet", "busy")} for p in policies} for w in works}
     with tempfile.TemporaryDirectory(prefix="contention_") as tmp:
-        for rnd in range(args.reps):
+        for rnd in range(max(args.reps, args.quiet_reps)):
             order = policies if rnd % 2 == 0 else policies[::-1]
             for work in works:
                 for cond, load in (("quiet", 0), ("busy", args.load)):
-                    if cond not in conditions:
+                    if cond not in conditions or rnd >= (args.quiet_reps if cond == "quiet" else args.reps):
                         continue
                     for policy in order:
                         cmd = work_command(work, args, str(Path(tmp) / f"{work}_{policy}"))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.util
 import io
 import math
 import os
@@ -498,7 +499,10 @@ def render(record: dict[str, Any], args: argparse.Namespace) -> str:
              f"Command: `{record['command']}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, torch "
              f"{torch.__version__}, transformers {record['transformers']}, Pillow {record['pillow']}, "
-             f"{torch.get_num_threads()} torch thread(s). Medians of {args.rounds} interleaved rounds (min–max).", ""]
+             f"{torch.get_num_threads()} torch thread(s). Medians of {args.rounds} interleaved rounds (min–max).",
+             *([f"Run in the peer environment of `benchmarks/peers/build_env.sh` (torchvision "
+                f"{record['torchvision']} through `benchmarks/peers/shim.py`), so that transformers' torchvision "
+                "processor runs beside the rest."] if record.get("torchvision") else []), ""]
     images = record.get("images")
     if images:
         ref = images["reference"]
@@ -651,6 +655,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     given = sys.argv[1:] if argv is None else argv
     record: dict[str, Any] = {"command": " ".join(["python benchmarks/preprocessing.py", *given]),
                               "transformers": transformers.__version__, "pillow": PIL.__version__}
+    torchvision = sys.modules.get("torchvision")  # imported by transformers where installed (peer environment)
+    if torchvision is None and importlib.util.find_spec("torchvision") is not None:
+        try:
+            import torchvision
+        except Exception:  # its compiled ops do not load here: the fast row says why
+            torchvision = None
+    if torchvision is not None:
+        record["torchvision"] = torchvision.__version__
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # transformers' backend / deprecation notices; the report names backends
         root = Path(tmp)

@@ -1,6 +1,6 @@
 """CPU thread policy: fast on a quiet machine, and still fast when other processes compete for the cores.
 
-Two parts, applied at two different moments:
+Two parts, applied at two different moments, and a third on request:
 
 1. **OpenMP wait policy** (:func:`configure_openmp_env`), read by the OpenMP runtime once, when torch is
    first imported, so it must be set in ``os.environ`` before that. Between two parallel regions an OpenMP
@@ -21,7 +21,12 @@ Two parts, applied at two different moments:
    to pay for its synchronisation, while larger ones scale with the cores (ViT-B/32 CLIP: one thread halves the
    speed; the demo's 0.2 M-parameter models are 15 % faster on two).
 
-The command line (``polymodal ...`` and ``python -m polymodal``) applies both by default
+3. **Opt-in, measured thread count** (:class:`ThreadTuner`, ``POLYMODAL_THREAD_POLICY=adaptive``): steps small
+   enough to suffer from a busy machine are timed on one and on all threads while training, and the faster count
+   is kept and re-checked as the load changes (``demo --quick`` next to two busy processes: 16.5-22 s instead of
+   40 s). Opt-in because the count, and with it the float rounding of reductions, then depends on the load.
+
+The command line (``polymodal ...`` and ``python -m polymodal``) applies parts 1 and 2 by default
 (:func:`configure_cli_process`, when the CLI module is imported by a fresh process). Library users
 who want the same behaviour call :func:`configure_openmp_env` before the first ``import torch`` (or export
 the variables in the shell) and set ``POLYMODAL_THREAD_POLICY=auto`` so that ``Trainer.fit`` chooses the

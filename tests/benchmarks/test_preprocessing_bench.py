@@ -55,6 +55,9 @@ def test_quick_run_covers_every_section(bench, tmp_path):
         threaded = [n for n in row["parity"] if n.startswith("polymodal ImageProcessor.batch")]
         assert threaded and row["parity"][threaded[0]] <= 1e-3
         assert row["parity"]["transformers CLIPImageProcessor, PIL backend (slow), one call per list"] == 0.0
+        # resize_backend: torch is one 8-bit level (1/255 / CLIP's smallest std 0.2613 = 0.015) from Pillow at most
+        assert 0.0 < row["parity"][bench.POLY_TORCH] <= 1 / 255 / 0.26130258 + 1e-5
+        assert bench.DECODE_ONLY in row["rates"] and bench.DECODE_ONLY not in row["parity"]  # no output to compare
     for row in record["audio"]["rows"]:
         assert all(math.isfinite(v) for v in row["parity"].values())
         assert all(v <= 1e-5 for v in row["same_wave"].values())  # the wrapper adds nothing to the extractor
@@ -62,4 +65,4 @@ def test_quick_run_covers_every_section(bench, tmp_path):
     assert record["loader"]["rows"][0]["samples"] == 64
     text = out.read_text()
     assert "Command: `python benchmarks/preprocessing.py --quick" in text and "## DataLoader" in text
-    assert "with `batch` on" in text
+    assert "with `batch` on" in text and "decode alone" in text
