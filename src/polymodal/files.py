@@ -117,29 +117,19 @@ def apply_plain_modes(path: str | os.PathLike) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temp file in the same directory, then rename: a crash never leaves a half-written file.
     The file gets the mode a plain ``open(path, "wb")`` gives (0666 minus the umask). Returns ``path``."""
-    path = Path(path)
-    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with _atomic_writer(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
 
 
 @contextmanager
-def atomic_text_writer(path: str | os.PathLike) -> Iterator[Any]:
-    """A UTF-8 text handle on a temp file next to ``path``, renamed onto ``path`` when the block ends without an
-    error (flushed and fsynced first); an error inside the block removes the temp file and leaves ``path`` as it
-    was. For files written a piece at a time (prediction streams); :func:`atomic_write_bytes` for a whole one."""
+def _atomic_writer(path: str | os.PathLike, mode: str, **open_options: Any) -> Iterator[Any]:
+    """The temp-file / fsync / rename protocol behind the atomic writers: a handle on a temp file next to
+    ``path``, renamed onto it when the block ends without an error; on an error the temp file goes."""
     path = Path(path)
     fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, mode, **open_options) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -147,6 +137,15 @@ def atomic_text_writer(path: str | os.PathLike) -> Iterator[Any]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_text_writer(path: str | os.PathLike) -> Iterator[Any]:
+    """A UTF-8 text handle on a temp file next to ``path``, renamed onto ``path`` when the block ends without an
+    error (flushed and fsynced first); an error inside the block removes the temp file and leaves ``path`` as it
+    was. For files written a piece at a time (prediction streams); :func:`atomic_write_bytes` for a whole one."""
+    with _atomic_writer(path, "w", encoding="utf-8") as handle:
+        yield handle
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

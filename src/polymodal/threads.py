@@ -220,14 +220,14 @@ class ThreadTuner:
         self._clock = clock or time.perf_counter
         first, other = candidates
         block = [first] * probe_steps + [other] * probe_steps
-        self._plan: list[int] = [first] + block * rounds  # the first step is untimed (warm-up), see _timed
-        self._timed = [False] + [True] * len(block) * rounds
+        self._plan: list[int] = [first] + block * rounds  # thread count of each planned step, the running one first
+        self._warmup = True  # the first step is not timed (allocator, first-call dispatch, the FLOP count)
         self._samples: dict[int, list[float]] = {c: [] for c in candidates}
         self._last: float | None = None
         self._origin: float | None = None
         self._next_probe = float("inf")
         self.history: list[tuple[float, int, dict[int, float]]] = []
-        self._apply(self._plan[0])
+        self._set_threads(self._plan[0])
 
     def start(self) -> None:
         """Steps (re)start now: the time since the last step was something else and is not timed."""
@@ -239,18 +239,18 @@ class ThreadTuner:
         if self._origin is None:
             self._origin = now
         if self._plan:
-            threads, timed = self._plan.pop(0), self._timed.pop(0)
-            if timed and self._last is not None:
+            threads = self._plan.pop(0)
+            if not self._warmup and self._last is not None:
                 self._samples[threads].append(now - self._last)
+            self._warmup = False
             if not self._plan:
                 self._decide(now)
         elif now >= self._next_probe:
             other = next(c for c in self.candidates if c != self.current)
             self._plan = [other] * self.probe_steps + [self.current] * self.probe_steps
-            self._timed = [True] * len(self._plan)
             self._samples = {c: [] for c in self.candidates}
         self._last = now
-        self._apply(self._plan[0] if self._plan else self.current)
+        self._set_threads(self._plan[0] if self._plan else self.current)
 
     def _decide(self, now: float) -> None:
         import statistics
@@ -265,9 +265,6 @@ class ThreadTuner:
             self.history.append((now - (self._origin or now), keep, medians))
         # a probe without samples on both (steps interrupted by epoch ends) keeps the current count
         self._next_probe = now + self.reprobe_seconds
-
-    def _apply(self, threads: int) -> None:
-        self._set_threads(threads)
 
 
 def _set_torch_threads(threads: int) -> None:
